@@ -1,0 +1,190 @@
+"""hearth's guest agent: PID 1 of the VM after init, standard library only.
+
+It speaks the frame protocol in protocol.py over one channel to hearthd (a virtio-serial
+port under QEMU, a vsock port under Firecracker) and runs user code in child processes,
+never in its own: a persistent Python kernel (kernel.py) and one Bash process per call.
+User processes live in the cgroup /sys/fs/cgroup/user, whose memory and pid limits keep a
+fork bomb or an allocation storm away from the agent.
+"""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import protocol  # noqa: E402
+from cgroups import UserCgroups  # noqa: E402
+from runners import BashRunner, CallError, PythonRunner  # noqa: E402
+from transport import open_channel  # noqa: E402
+
+
+class Agent:
+    def __init__(self, channel):
+        self.channel = channel
+        self.write_lock = threading.Lock()
+        self.exec_lock = threading.Lock()
+        self.cgroups = UserCgroups()
+        self.session_env = base_environment()
+        self.python = PythonRunner(self.cgroups, self.session_env)
+        self.bash = BashRunner(self.cgroups, self.session_env)
+
+    def send(self, frame_type, call_id, payload=b""):
+        data = protocol.encode(frame_type, call_id, payload)
+        with self.write_lock:
+            self.channel.write_all(data)
+
+    def send_json(self, frame_type, call_id, value):
+        self.send(frame_type, call_id, json.dumps(value, separators=(",", ":")).encode())
+
+    def serve(self):
+        while True:
+            header = self.channel.read_exact(protocol.HEADER.size)
+            frame_type, call_id, length = protocol.HEADER.unpack(header)
+            if length > protocol.MAX_PAYLOAD_BYTES:
+                raise ValueError(f"frame of {length} bytes exceeds the protocol maximum")
+            payload = self.channel.read_exact(length) if length else b""
+            self.dispatch(frame_type, call_id, payload)
+
+    def dispatch(self, frame_type, call_id, payload):
+        if frame_type == protocol.PING:
+            self.send(protocol.PONG, call_id, payload)
+        elif frame_type == protocol.HELLO:
+            self.hello(call_id, json.loads(payload))
+        elif frame_type == protocol.EXEC:
+            request = json.loads(payload)
+            threading.Thread(target=self.execute, args=(call_id, request), daemon=True).start()
+        elif frame_type == protocol.SHUTDOWN:
+            power_off()
+        else:
+            self.send_json(
+                protocol.ERROR,
+                call_id,
+                {"code": "unknown_frame", "message": f"unknown frame type {frame_type}"},
+            )
+
+    def hello(self, call_id, request):
+        wall_clock_ns = request.get("wall_clock_ns")
+        if isinstance(wall_clock_ns, int):
+            time.clock_settime_ns(time.CLOCK_REALTIME, wall_clock_ns)
+        self.session_env.update({str(k): str(v) for k, v in request.get("env", {}).items()})
+        self.python.start()
+        with open("/proc/uptime") as uptime:
+            uptime_seconds = float(uptime.read().split()[0])
+        self.send_json(
+            protocol.READY,
+            call_id,
+            {
+                "uptime_seconds": uptime_seconds,
+                "kernel_release": os.uname().release,
+                "cpu_count": os.cpu_count(),
+            },
+        )
+
+    def execute(self, call_id, request):
+        if not self.exec_lock.acquire(blocking=False):
+            self.send_json(
+                protocol.ERROR,
+                call_id,
+                {"code": "session_busy", "message": "another call is running in this session"},
+            )
+            return
+        try:
+            runner = self.bash if request.get("language") == "bash" else self.python
+            result = runner.run(request, lambda t, data: self.send(t, call_id, data))
+            self.send_json(protocol.RESULT, call_id, result)
+        except CallError as error:
+            self.send_json(protocol.ERROR, call_id, {"code": error.code, "message": str(error)})
+        except Exception as error:  # reported to the host, the agent keeps serving
+            self.send_json(
+                protocol.ERROR,
+                call_id,
+                {"code": "agent_error", "message": f"{type(error).__name__}: {error}"},
+            )
+        finally:
+            self.exec_lock.release()
+
+
+def base_environment():
+    return {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "TERM": "dumb",
+        "PYTHONIOENCODING": "utf-8",
+        "PIP_ROOT_USER_ACTION": "ignore",
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "PIP_BREAK_SYSTEM_PACKAGES": "1",
+    }
+
+
+def power_off():
+    os.sync()
+    # The VMM runs with reboot=t/-no-reboot (QEMU) or handles the reset itself
+    # (Firecracker), so a reboot request ends the VM.
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.reboot(0x01234567)
+
+
+def reap_orphans():
+    """Reap every child of PID 1 that the agent did not start itself.
+
+    The agent's own children (the kernel, Bash calls) are waited on by pid. Orphans that
+    the kernel re-parents to PID 1 are found by their parent pid in /proc and reaped
+    one by one, so that no wait here steals an exit status a runner is waiting for.
+    """
+    own_pid = os.getpid()
+    while True:
+        time.sleep(1)
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat_file:
+                    fields = stat_file.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            state, parent_pid = fields[0], int(fields[1])
+            if state == "Z" and parent_pid == own_pid and int(entry) not in RUNNER_PIDS:
+                try:
+                    os.waitpid(int(entry), os.WNOHANG)
+                except ChildProcessError:
+                    pass
+
+
+RUNNER_PIDS = set()
+
+
+def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.environ.clear()
+    os.environ.update(base_environment())
+    if os.getpid() == 1:
+        import runners
+
+        runners.TRACKED_PIDS = RUNNER_PIDS
+        threading.Thread(target=reap_orphans, daemon=True).start()
+    try:
+        with open("/proc/self/oom_score_adj", "w") as oom:
+            oom.write("-1000")
+    except OSError:
+        pass
+    channel = open_channel()
+    Agent(channel).serve()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception as error:
+        print(f"hearth agent: stopped: {type(error).__name__}: {error}", file=sys.stderr)
+        if os.getpid() == 1:
+            time.sleep(0.5)
+            power_off()
+        raise
