@@ -1,0 +1,281 @@
+import { randomBytes } from 'node:crypto';
+import type { AgentResult, ExecHandlers } from '../agent/client.js';
+import { HearthError } from '../errors.js';
+import type { VmmDriver } from '../vmm/types.js';
+import { bootVm, type BootedVm, type VmImages } from './vm.js';
+
+//  A session's states:
+//
+//   booting ──► ready ◄──► busy
+//      │          │          │
+//      ▼          ▼          ▼
+//    failed    closing ◄─────┘   (close, lifetime end, server shutdown, VM death)
+//                 │
+//                 ▼
+//              closed
+export type SessionState = 'booting' | 'ready' | 'busy' | 'closing' | 'closed' | 'failed';
+
+export type CloseReason = 'closed' | 'expired' | 'vm_exited' | 'shutdown';
+
+export interface SessionOptions {
+  cpuCount: number;
+  memoryMib: number;
+  diskMib: number;
+  env: Record<string, string>;
+  lifetimeSeconds: number;
+}
+
+export interface ExecuteOptions {
+  code: string;
+  language: 'python' | 'bash';
+  timeoutSeconds: number | null;
+  env: Record<string, string>;
+  cwd: string | null;
+  outputLimitBytes: number;
+}
+
+export interface ExecuteOutcome {
+  result: AgentResult;
+  stdout: Buffer;
+  stderr: Buffer;
+  /** Time spent waiting for earlier calls on the same session. */
+  queuedMs: number;
+  /** From the host sending the call to the host receiving the result. */
+  roundTripMs: number;
+}
+
+export interface SessionInfo {
+  id: string;
+  state: SessionState;
+  closeReason: CloseReason | null;
+  cpuCount: number;
+  memoryMib: number;
+  diskMib: number;
+  envKeys: string[];
+  createdAt: Date;
+  expiresAt: Date;
+  accelerator: string | null;
+  bootMs: number | null;
+  kernelRelease: string | null;
+}
+
+export interface ManagerOptions {
+  driver: VmmDriver;
+  images: VmImages;
+  runRoot: string;
+  logDir: string;
+  bootTimeoutMs: number;
+  /** Calls that may wait behind a running one on the same session; more get session_busy. */
+  maxQueuedExecutions: number;
+  /** Closed sessions are remembered this long, so calls on them get a precise error. */
+  closedRetentionMs?: number;
+}
+
+// Long enough for a client to see why its session went away, short enough to bound memory.
+const DEFAULT_CLOSED_RETENTION_MS = 60 * 60 * 1000;
+
+class Session {
+  state: SessionState = 'booting';
+  closeReason: CloseReason | null = null;
+  booted: BootedVm | null = null;
+  boot: Promise<BootedVm> | null = null;
+  queue: Promise<unknown> = Promise.resolve();
+  queuedCount = 0;
+  lifetimeTimer: NodeJS.Timeout | null = null;
+  closing: Promise<void> | null = null;
+
+  constructor(
+    readonly id: string,
+    readonly options: SessionOptions,
+    readonly createdAt: Date,
+    readonly expiresAt: Date,
+  ) {}
+
+  info(): SessionInfo {
+    return {
+      id: this.id,
+      state: this.state,
+      closeReason: this.closeReason,
+      cpuCount: this.options.cpuCount,
+      memoryMib: this.options.memoryMib,
+      diskMib: this.options.diskMib,
+      envKeys: Object.keys(this.options.env),
+      createdAt: this.createdAt,
+      expiresAt: this.expiresAt,
+      accelerator: this.booted?.vm.accelerator ?? null,
+      bootMs: this.booted ? Math.round(this.booted.bootMs) : null,
+      kernelRelease: this.booted?.ready.kernel_release ?? null,
+    };
+  }
+}
+
+/** Owns every session of one hearthd: their VMs, their call queues and their lifetimes. */
+export class SessionManager {
+  private readonly sessions = new Map<string, Session>();
+  private shuttingDown: Promise<void> | null = null;
+
+  constructor(private readonly options: ManagerOptions) {}
+
+  async create(options: SessionOptions): Promise<SessionInfo> {
+    if (this.shuttingDown) {
+      throw new HearthError('server_shutting_down', 'hearthd is shutting down.', 503);
+    }
+    const now = new Date();
+    const session = new Session(
+      `ses_${randomBytes(8).toString('hex')}`,
+      options,
+      now,
+      new Date(now.getTime() + options.lifetimeSeconds * 1000),
+    );
+    this.sessions.set(session.id, session);
+
+    const boot = bootVm(this.options.driver, this.options.images, {
+      cpuCount: options.cpuCount,
+      memoryMib: options.memoryMib,
+      diskMib: options.diskMib,
+      env: options.env,
+      runRoot: this.options.runRoot,
+      logDir: this.options.logDir,
+      bootTimeoutMs: this.options.bootTimeoutMs,
+    });
+    session.boot = boot;
+    try {
+      session.booted = await boot;
+    } catch (error) {
+      if (session.state === 'booting') session.state = 'failed';
+      this.forgetLater(session);
+      throw error;
+    }
+
+    if (session.state !== 'booting') {
+      // close() ran while the VM booted, e.g. at server shutdown; it destroys the VM.
+      throw new HearthError('session_closed', `Session ${session.id} was closed while booting.`);
+    }
+    session.state = 'ready';
+    session.lifetimeTimer = setTimeout(
+      () => void this.close(session.id, 'expired').catch(() => undefined),
+      options.lifetimeSeconds * 1000,
+    );
+    void session.booted.vm.exited.then(() => {
+      if (session.state === 'ready' || session.state === 'busy') {
+        void this.close(session.id, 'vm_exited');
+      }
+    });
+    return session.info();
+  }
+
+  get(id: string): SessionInfo {
+    return this.find(id).info();
+  }
+
+  list(): SessionInfo[] {
+    return [...this.sessions.values()]
+      .filter((session) => session.state !== 'closed' && session.state !== 'failed')
+      .map((session) => session.info());
+  }
+
+  /**
+   * Runs one call. Calls on one session run one at a time in arrival order; a call that
+   * finds maxQueuedExecutions calls already waiting is rejected with session_busy.
+   */
+  async execute(
+    id: string,
+    request: ExecuteOptions,
+    handlers: ExecHandlers = {},
+  ): Promise<ExecuteOutcome> {
+    const session = this.usable(id);
+    if (session.queuedCount >= this.options.maxQueuedExecutions) {
+      throw new HearthError(
+        'session_busy',
+        `Session ${id} already has ${session.queuedCount} calls waiting; retry when one ends.`,
+      );
+    }
+    session.queuedCount += 1;
+    const enqueuedAt = performance.now();
+    const run = session.queue.then(async () => {
+      session.queuedCount -= 1;
+      const live = this.usable(id);
+      const queuedMs = performance.now() - enqueuedAt;
+      live.state = 'busy';
+      const sentAt = performance.now();
+      try {
+        const outcome = await live.booted!.agent.execute(
+          {
+            code: request.code,
+            language: request.language,
+            timeout_seconds: request.timeoutSeconds,
+            env: request.env,
+            cwd: request.cwd,
+            output_limit_bytes: request.outputLimitBytes,
+          },
+          handlers,
+        );
+        return { ...outcome, queuedMs, roundTripMs: performance.now() - sentAt };
+      } finally {
+        if (live.state === 'busy') live.state = 'ready';
+      }
+    });
+    session.queue = run.catch(() => undefined);
+    return run;
+  }
+
+  /** Closes a session and removes everything it had on the host. Idempotent. */
+  async close(id: string, reason: CloseReason = 'closed'): Promise<void> {
+    const session = this.find(id);
+    if (session.closing) return session.closing;
+    if (session.state === 'failed' || session.state === 'closed') return;
+    session.state = 'closing';
+    session.closeReason = reason;
+    if (session.lifetimeTimer) clearTimeout(session.lifetimeTimer);
+    session.closing = (async () => {
+      try {
+        const booted = session.booted ?? (await session.boot?.catch(() => null));
+        await booted?.destroy();
+      } finally {
+        session.state = 'closed';
+        this.forgetLater(session);
+      }
+    })();
+    return session.closing;
+  }
+
+  /** Closes every session; later create calls are rejected. Idempotent. */
+  shutdown(): Promise<void> {
+    this.shuttingDown ??= (async () => {
+      const ids = [...this.sessions.keys()];
+      await Promise.allSettled(ids.map((id) => this.close(id, 'shutdown')));
+    })();
+    return this.shuttingDown;
+  }
+
+  private find(id: string): Session {
+    const session = this.sessions.get(id);
+    if (!session) {
+      throw new HearthError('session_not_found', `No session with id ${id}.`);
+    }
+    return session;
+  }
+
+  private usable(id: string): Session {
+    const session = this.find(id);
+    if (session.state === 'ready' || session.state === 'busy') return session;
+    if (session.closeReason === 'expired') {
+      throw new HearthError('session_expired', `Session ${id} reached the end of its lifetime.`);
+    }
+    if (session.closeReason === 'vm_exited') {
+      throw new HearthError('session_lost', `The VM of session ${id} exited unexpectedly.`, 410);
+    }
+    if (session.state === 'booting') {
+      throw new HearthError('session_busy', `Session ${id} is still booting.`);
+    }
+    throw new HearthError('session_closed', `Session ${id} is closed.`);
+  }
+
+  private forgetLater(session: Session): void {
+    const timer = setTimeout(
+      () => this.sessions.delete(session.id),
+      this.options.closedRetentionMs ?? DEFAULT_CLOSED_RETENTION_MS,
+    );
+    timer.unref();
+  }
+}

@@ -1,0 +1,126 @@
+import { randomBytes } from 'node:crypto';
+import { copyFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AgentClient, type AgentReady } from '../agent/client.js';
+import { HearthError } from '../errors.js';
+import { createScratchDisk } from '../storage/scratch.js';
+import { removeRunDir } from '../vmm/qemu.js';
+import type { RunningVm, VmmDriver } from '../vmm/types.js';
+
+export interface VmImages {
+  kernelPath: string;
+  rootfsPath: string;
+}
+
+export interface BootOptions {
+  cpuCount: number;
+  memoryMib: number;
+  diskMib: number;
+  env: Record<string, string>;
+  /** Where this VM's run directory is created. */
+  runRoot: string;
+  /** Where the console and QEMU logs of a VM that failed to boot are kept. */
+  logDir: string;
+  bootTimeoutMs: number;
+}
+
+/** A VM whose agent has answered, with the time it took to get there. */
+export interface BootedVm {
+  vm: RunningVm;
+  agent: AgentClient;
+  ready: AgentReady;
+  runDir: string;
+  /** From starting the VMM process to the agent's first answer. */
+  bootMs: number;
+  /** Stops the VM and removes its run directory and scratch disk. Idempotent. */
+  destroy(): Promise<void>;
+}
+
+export function newVmId(): string {
+  return `vm-${randomBytes(6).toString('hex')}`;
+}
+
+export async function bootVm(
+  driver: VmmDriver,
+  images: VmImages,
+  options: BootOptions,
+): Promise<BootedVm> {
+  const vmId = newVmId();
+  const runDir = join(options.runRoot, vmId);
+  const scratchPath = join(runDir, 'scratch.ext4');
+  const startedAt = performance.now();
+  let vm: RunningVm | null = null;
+  let destroyed: Promise<void> | null = null;
+  const destroy = () => {
+    destroyed ??= (async () => {
+      await vm?.stop();
+      await removeRunDir(runDir);
+    })();
+    return destroyed;
+  };
+
+  try {
+    await mkdir(runDir, { recursive: true });
+    await createScratchDisk(scratchPath, options.diskMib);
+    vm = await driver.start({
+      vmId,
+      kernelPath: images.kernelPath,
+      rootfsPath: images.rootfsPath,
+      scratchPath,
+      cpuCount: options.cpuCount,
+      memoryMib: options.memoryMib,
+      runDir,
+    });
+    const agent = new AgentClient(vm.channel);
+    const ready = await withTimeout(
+      agent.hello(options.env),
+      options.bootTimeoutMs,
+      vm.exited,
+      runDir,
+    );
+    return { vm, agent, ready, runDir, bootMs: performance.now() - startedAt, destroy };
+  } catch (error) {
+    await keepBootLogs(runDir, options.logDir, vmId);
+    await destroy();
+    throw error;
+  }
+}
+
+async function keepBootLogs(runDir: string, logDir: string, vmId: string): Promise<void> {
+  await mkdir(logDir, { recursive: true });
+  for (const name of ['console.log', 'qemu.log']) {
+    await copyFile(join(runDir, name), join(logDir, `boot-failure-${vmId}-${name}`)).catch(
+      () => undefined,
+    );
+  }
+}
+
+async function withTimeout<T>(
+  work: Promise<T>,
+  timeoutMs: number,
+  exited: Promise<unknown>,
+  runDir: string,
+): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new HearthError(
+            'vm_boot_failed',
+            `The VM's agent did not answer within ${timeoutMs} ms; its console log is kept as ` +
+              `boot-failure-*-console.log in the logs directory.`,
+          ),
+        ),
+      timeoutMs,
+    );
+  });
+  const died = exited.then(() => {
+    throw new HearthError('vm_boot_failed', 'The VM exited while it was booting.');
+  });
+  try {
+    return await Promise.race([work, timeout, died]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
