@@ -76,7 +76,7 @@ export async function bootVm(
       agent.hello(options.env),
       options.bootTimeoutMs,
       vm.exited,
-      runDir,
+      join(options.logDir, `boot-failure-${vmId}-console.log`),
     );
     return { vm, agent, ready, runDir, bootMs: performance.now() - startedAt, destroy };
   } catch (error) {
@@ -99,7 +99,7 @@ async function withTimeout<T>(
   work: Promise<T>,
   timeoutMs: number,
   exited: Promise<unknown>,
-  runDir: string,
+  consoleCopyPath: string,
 ): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
@@ -108,8 +108,8 @@ async function withTimeout<T>(
         reject(
           new HearthError(
             'vm_boot_failed',
-            `The VM's agent did not answer within ${timeoutMs} ms; its console log is kept as ` +
-              `boot-failure-*-console.log in the logs directory.`,
+            `The VM's agent did not answer within ${timeoutMs} ms; its console log is ` +
+              `kept as ${consoleCopyPath}.`,
           ),
         ),
       timeoutMs,
