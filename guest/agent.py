@@ -160,6 +160,26 @@ def reap_orphans():
 
 RUNNER_PIDS = set()
 
+# How often the fork-bomb guard looks at the pid limit's counter.
+FORK_GUARD_INTERVAL_SECONDS = 0.5
+
+
+def guard_against_fork_bombs(cgroups):
+    """Kills the process group that made user code hit its pid limit.
+
+    A fork bomb that backgrounds itself outlives the call that started it, so a timeout
+    alone cannot end it. Every failed fork bumps pids.events; when that happens, the group
+    holding the most processes is killed, whichever call started it.
+    """
+    seen = cgroups.pid_limit_hits()
+    while True:
+        time.sleep(FORK_GUARD_INTERVAL_SECONDS)
+        hits = cgroups.pid_limit_hits()
+        if hits != seen:
+            name = cgroups.kill_largest_group()
+            print(f"hearth agent: pid limit reached, killed cgroup {name}", file=sys.stderr)
+            seen = cgroups.pid_limit_hits()
+
 
 def main():
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
@@ -176,7 +196,12 @@ def main():
     except OSError:
         pass
     channel = open_channel()
-    Agent(channel).serve()
+    agent = Agent(channel)
+    if agent.cgroups.available:
+        threading.Thread(
+            target=guard_against_fork_bombs, args=(agent.cgroups,), daemon=True
+        ).start()
+    agent.serve()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ USER = ROOT + "/user"
 AGENT_RESERVE_MIB = 64
 # A ceiling on user processes: high enough for real workloads, low enough to stop a fork
 # bomb before it exhausts the guest's memory.
-MAX_USER_PIDS = 2048
+MAX_USER_PIDS = 1024
 
 
 class UserCgroups:
@@ -58,6 +58,32 @@ class UserCgroups:
                 if key == "oom_kill":
                     return int(value)
         return 0
+
+    def pid_limit_hits(self):
+        """Returns how often a fork in user code failed on the pid limit."""
+        if not self.available:
+            return 0
+        with open(USER + "/pids.events") as events:
+            for line in events:
+                key, value = line.split()
+                if key == "max":
+                    return int(value)
+        return 0
+
+    def kill_largest_group(self):
+        """Kills the child group with the most processes, and returns its name."""
+        largest, largest_count = None, 0
+        for name in os.listdir(USER):
+            path = f"{USER}/{name}"
+            if not os.path.isdir(path):
+                continue
+            with open(path + "/pids.current") as current:
+                count = int(current.read())
+            if count > largest_count:
+                largest, largest_count = name, count
+        if largest:
+            write(f"{USER}/{largest}/cgroup.kill", "1", missing_ok=True)
+        return largest
 
     def memory_limit_mib(self):
         return user_memory_limit_bytes() // (1 << 20)

@@ -46,7 +46,10 @@ interface Route {
 export function createApiHandler(options: ApiOptions) {
   const { manager } = options;
   const maxLifetime = options.maxLifetimeSeconds ?? LIMITS.lifetimeSeconds.max;
-  const defaultLifetime = options.defaultLifetimeSeconds ?? LIMITS.lifetimeSeconds.default;
+  const defaultLifetime = Math.min(
+    options.defaultLifetimeSeconds ?? LIMITS.lifetimeSeconds.default,
+    maxLifetime,
+  );
 
   const routes: Route[] = [
     {
