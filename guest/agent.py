@@ -95,17 +95,19 @@ class Agent:
         try:
             runner = self.bash if request.get("language") == "bash" else self.python
             result = runner.run(request, lambda t, data: self.send(t, call_id, data))
-            self.send_json(protocol.RESULT, call_id, result)
+            reply = (protocol.RESULT, result)
         except CallError as error:
-            self.send_json(protocol.ERROR, call_id, {"code": error.code, "message": str(error)})
+            reply = (protocol.ERROR, {"code": error.code, "message": str(error)})
         except Exception as error:  # reported to the host, the agent keeps serving
-            self.send_json(
+            reply = (
                 protocol.ERROR,
-                call_id,
                 {"code": "agent_error", "message": f"{type(error).__name__}: {error}"},
             )
         finally:
+            # Released before the reply goes out, because the host may send its next call
+            # the moment the reply arrives.
             self.exec_lock.release()
+        self.send_json(reply[0], call_id, reply[1])
 
 
 def base_environment():
@@ -160,25 +162,49 @@ def reap_orphans():
 
 RUNNER_PIDS = set()
 
-# How often the fork-bomb guard looks at the pid limit's counter.
-FORK_GUARD_INTERVAL_SECONDS = 0.5
+# How often the resource guard looks at the user cgroup's counters.
+GUARD_INTERVAL_SECONDS = 0.25
+# Reclaim at the memory limit this many checks in a row, while anonymous memory fills
+# nearly all of the limit, means user code is thrashing.
+THRASHING_CHECKS = 8
+THRASHING_ANONYMOUS_SHARE = 0.9
 
 
-def guard_against_fork_bombs(cgroups):
-    """Kills the process group that made user code hit its pid limit.
+def guard_user_resources(cgroups):
+    """Kills the process group behind a fork bomb or a memory thrash.
 
     A fork bomb that backgrounds itself outlives the call that started it, so a timeout
-    alone cannot end it. Every failed fork bumps pids.events; when that happens, the group
-    holding the most processes is killed, whichever call started it.
+    alone cannot end it: every failed fork bumps pids.events, and then the group with the
+    most processes is killed. Without swap, code that sits at its memory limit can make the
+    kernel evict and reread program text for minutes before its OOM killer acts: reclaim at
+    the limit in THRASHING_CHECKS checks in a row, with anonymous memory filling the limit,
+    kills the group using the most memory. Reclaim of page cache alone, as when writing a
+    large file, does not count.
     """
-    seen = cgroups.pid_limit_hits()
+    pid_hits = cgroups.pid_limit_hits()
+    memory_hits = cgroups.memory_limit_hits()
+    thrashing_checks = 0
     while True:
-        time.sleep(FORK_GUARD_INTERVAL_SECONDS)
+        time.sleep(GUARD_INTERVAL_SECONDS)
         hits = cgroups.pid_limit_hits()
-        if hits != seen:
-            name = cgroups.kill_largest_group()
+        if hits != pid_hits:
+            name = cgroups.kill_largest_group("pids")
             print(f"hearth agent: pid limit reached, killed cgroup {name}", file=sys.stderr)
-            seen = cgroups.pid_limit_hits()
+            pid_hits = cgroups.pid_limit_hits()
+
+        hits = cgroups.memory_limit_hits()
+        thrashing = (
+            hits != memory_hits
+            and cgroups.anonymous_memory_share() >= THRASHING_ANONYMOUS_SHARE
+        )
+        thrashing_checks = thrashing_checks + 1 if thrashing else 0
+        memory_hits = hits
+        if thrashing_checks >= THRASHING_CHECKS:
+            name = cgroups.kill_largest_group("memory")
+            cgroups.guard_kills += 1
+            print(f"hearth agent: memory limit thrashing, killed cgroup {name}", file=sys.stderr)
+            thrashing_checks = 0
+            memory_hits = cgroups.memory_limit_hits()
 
 
 def main():
@@ -199,7 +225,7 @@ def main():
     agent = Agent(channel)
     if agent.cgroups.available:
         threading.Thread(
-            target=guard_against_fork_bombs, args=(agent.cgroups,), daemon=True
+            target=guard_user_resources, args=(agent.cgroups,), daemon=True
         ).start()
     agent.serve()
 

@@ -11,12 +11,18 @@ import os
 
 ROOT = "/sys/fs/cgroup"
 USER = ROOT + "/user"
+AGENT = ROOT + "/agent"
 
 # Memory the agent, init and the guest kernel keep for themselves; user code gets the rest.
-AGENT_RESERVE_MIB = 64
+# The guest kernel's own use grows with the VM's size, hence the share on top of a floor.
+AGENT_RESERVE_FLOOR_MIB = 96
+AGENT_RESERVE_FRACTION = 0.10
+# Memory the agent's own group is guaranteed, so that reclaim under user pressure never
+# evicts the agent's pages and leaves it too slow to answer.
+AGENT_PROTECTED_MIB = 48
 # A ceiling on user processes: high enough for real workloads, low enough to stop a fork
 # bomb before it exhausts the guest's memory.
-MAX_USER_PIDS = 1024
+MAX_USER_PIDS = 512
 
 
 class UserCgroups:
@@ -31,6 +37,10 @@ class UserCgroups:
         write(USER + "/memory.max", str(user_memory_limit_bytes()))
         write(USER + "/memory.swap.max", "0", missing_ok=True)
         write(USER + "/pids.max", str(MAX_USER_PIDS))
+        os.makedirs(AGENT, exist_ok=True)
+        write(AGENT + "/memory.min", str(AGENT_PROTECTED_MIB << 20))
+        write(AGENT + "/cgroup.procs", str(os.getpid()))
+        self.guard_kills = 0
 
     def create(self, name):
         """Creates a child group of "user" and returns its cgroup.procs path, or None
@@ -50,37 +60,42 @@ class UserCgroups:
             write(os.path.dirname(procs_path) + "/cgroup.kill", "1", missing_ok=True)
 
     def oom_kills(self):
+        """Counts user processes killed for memory: by the guest kernel's OOM killer, or by
+        the agent's guard when user code thrashed at its limit."""
         if not self.available:
             return 0
-        with open(USER + "/memory.events") as events:
-            for line in events:
-                key, value = line.split()
-                if key == "oom_kill":
-                    return int(value)
-        return 0
+        return read_counter(USER + "/memory.events", "oom_kill") + self.guard_kills
+
+    def memory_limit_hits(self):
+        """Counts how often user code's memory use reached its limit and forced reclaim."""
+        return read_counter(USER + "/memory.events", "max") if self.available else 0
+
+    def anonymous_memory_share(self):
+        """Returns the user cgroup's anonymous memory as a fraction of its limit. Page
+        cache is left out: it can always be dropped, so it never means thrashing."""
+        if not self.available:
+            return 0.0
+        return read_counter(USER + "/memory.stat", "anon") / user_memory_limit_bytes()
 
     def pid_limit_hits(self):
-        """Returns how often a fork in user code failed on the pid limit."""
-        if not self.available:
-            return 0
-        with open(USER + "/pids.events") as events:
-            for line in events:
-                key, value = line.split()
-                if key == "max":
-                    return int(value)
-        return 0
+        """Counts forks in user code that failed on the pid limit."""
+        return read_counter(USER + "/pids.events", "max") if self.available else 0
 
-    def kill_largest_group(self):
-        """Kills the child group with the most processes, and returns its name."""
-        largest, largest_count = None, 0
+    def kill_largest_group(self, resource):
+        """Kills the child group that uses the most of a resource ("pids" or "memory"),
+        and returns its name."""
+        largest, largest_usage = None, 0
         for name in os.listdir(USER):
             path = f"{USER}/{name}"
             if not os.path.isdir(path):
                 continue
-            with open(path + "/pids.current") as current:
-                count = int(current.read())
-            if count > largest_count:
-                largest, largest_count = name, count
+            try:
+                with open(f"{path}/{resource}.current") as current:
+                    usage = int(current.read())
+            except OSError:
+                continue
+            if usage > largest_usage:
+                largest, largest_usage = name, usage
         if largest:
             write(f"{USER}/{largest}/cgroup.kill", "1", missing_ok=True)
         return largest
@@ -103,7 +118,17 @@ def user_memory_limit_bytes():
             if line.startswith("MemTotal:"):
                 total_bytes = int(line.split()[1]) * 1024
                 break
-    return max(total_bytes - AGENT_RESERVE_MIB * (1 << 20), 32 << 20)
+    reserve_bytes = max(AGENT_RESERVE_FLOOR_MIB << 20, int(total_bytes * AGENT_RESERVE_FRACTION))
+    return max(total_bytes - reserve_bytes, 32 << 20)
+
+
+def read_counter(path, key):
+    with open(path) as counters:
+        for line in counters:
+            name, value = line.split()
+            if name == key:
+                return int(value)
+    return 0
 
 
 def write(path, value, missing_ok=False):

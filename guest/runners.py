@@ -216,22 +216,22 @@ class PythonRunner:
         interrupted_at = None
         try:
             while True:
-                timeout = None
-                now = time.monotonic()
                 if interrupted_at is not None:
-                    timeout = max(0, interrupted_at + INTERRUPT_GRACE_SECONDS - now)
-                elif deadline is not None:
-                    timeout = max(0, deadline - now)
+                    wake_at = interrupted_at + INTERRUPT_GRACE_SECONDS
+                else:
+                    wake_at = deadline
+                timeout = None if wake_at is None else max(0, wake_at - time.monotonic())
                 events = selector.select(timeout)
-                if not events:
+                # Output that never pauses must not keep the deadline from being noticed.
+                if wake_at is not None and time.monotonic() >= wake_at:
                     if interrupted_at is None:
                         interrupted_at = time.monotonic()
                         os.kill(self.process.pid, signal.SIGINT)
-                        continue
-                    self._drain(output)
-                    self._stop()
-                    self.start()
-                    return None, True, True
+                    else:
+                        self._drain(output)
+                        self._stop()
+                        self.start()
+                        return None, True, True
                 for key, _ in events:
                     if key.data == "reply":
                         reply = read_reply(self.reply_fd)
@@ -243,7 +243,8 @@ class PythonRunner:
                         self._stop()
                         self.start()
                         return None, interrupted_at is not None, True
-                    output.drain(key.fd, key.data)
+                    if not output.drain(key.fd, key.data):
+                        selector.unregister(key.fd)
         finally:
             selector.close()
             os.close(pidfd)
@@ -366,12 +367,12 @@ class BashRunner:
                 if deadline is not None and not timed_out:
                     timeout = max(0, deadline - time.monotonic())
                 events = selector.select(timeout)
-                if not events:
+                # Output that never pauses must not keep the deadline from being noticed.
+                if deadline is not None and not timed_out and time.monotonic() >= deadline:
                     timed_out = True
                     self.cgroups.kill(procs_path)
                     if not procs_path:
                         process.kill()
-                    continue
                 for key, _ in events:
                     if key.data == "exit":
                         if timed_out:

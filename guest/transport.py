@@ -60,7 +60,11 @@ class VsockChannel:
         chunks = []
         remaining = size
         while remaining:
-            chunk = self._connected().recv(remaining)
+            try:
+                chunk = self._connected().recv(remaining)
+            except OSError:
+                # A reset, for example after a snapshot restore, ends this connection only.
+                chunk = b""
             if not chunk:
                 self.connection.close()
                 self.connection = None
@@ -72,7 +76,12 @@ class VsockChannel:
         return b"".join(chunks)
 
     def write_all(self, data):
-        self._connected().sendall(data)
+        try:
+            self._connected().sendall(data)
+        except OSError:
+            # The host went away; what it did not receive is lost with its connection.
+            self.connection.close()
+            self.connection = None
 
 
 def find_serial_port(name):
