@@ -130,6 +130,7 @@ export const Session = z.object({
   accelerator: z.string().nullable(),
   boot_ms: z.number().nullable(),
   kernel_release: z.string().nullable(),
+  egress: EgressPolicy.nullable().describe('the policy in effect; null when the VM has no network'),
 });
 export type Session = z.infer<typeof Session>;
 

@@ -70,13 +70,17 @@ export function createApiHandler(options: ApiOptions) {
             400,
           );
         }
-        rejectUnsupportedEgress(body.egress);
         const info = await manager.create({
           cpuCount: body.cpu_count,
           memoryMib: body.memory_mb,
           diskMib: body.disk_mb,
           env: body.env,
           lifetimeSeconds,
+          egress: body.egress && {
+            allowDomains: body.egress.allow_domains,
+            allowCidrs: body.egress.allow_cidrs,
+            allowPackageManagers: body.egress.allow_package_managers,
+          },
         });
         logger.info({ sessionId: info.id, bootMs: info.bootMs }, 'session created');
         sendJson(response, 201, sessionJson(info));
@@ -216,18 +220,6 @@ function logExecution(logger: Logger, sessionId: string, outcome: ExecuteOutcome
   );
 }
 
-function rejectUnsupportedEgress(egress: CreateSessionRequest['egress']): void {
-  if (!egress) return;
-  if (egress.allow_domains.length || egress.allow_cidrs.length || egress.allow_package_managers) {
-    throw new HearthError(
-      'egress_not_supported',
-      'This hearthd gives VMs no network device yet, so egress cannot be allowed; ' +
-        'omit egress or leave every allow list empty.',
-      400,
-    );
-  }
-}
-
 export function resultJson(outcome: ExecuteOutcome, rawOutput: boolean): ExecuteResult {
   const { result } = outcome;
   const json: ExecuteResult = {
@@ -268,6 +260,11 @@ export function sessionJson(info: SessionInfo): Session {
     accelerator: info.accelerator,
     boot_ms: info.bootMs,
     kernel_release: info.kernelRelease,
+    egress: info.egress && {
+      allow_domains: info.egress.allowDomains,
+      allow_cidrs: info.egress.allowCidrs,
+      allow_package_managers: info.egress.allowPackageManagers,
+    },
   };
 }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { AgentResult, ExecHandlers } from '../agent/client.js';
 import { HearthError } from '../errors.js';
+import type { EgressPolicy, NetworkService } from '../network/types.js';
 import type { VmmDriver } from '../vmm/types.js';
 import { bootVm, type BootedVm, type VmImages } from './vm.js';
 
@@ -23,6 +24,8 @@ export interface SessionOptions {
   diskMib: number;
   env: Record<string, string>;
   lifetimeSeconds: number;
+  /** Deny-all when omitted. */
+  egress?: EgressPolicy;
 }
 
 export interface ExecuteOptions {
@@ -57,6 +60,8 @@ export interface SessionInfo {
   accelerator: string | null;
   bootMs: number | null;
   kernelRelease: string | null;
+  /** The egress policy in effect; null when the VM has no network device. */
+  egress: EgressPolicy | null;
 }
 
 export interface ManagerOptions {
@@ -69,6 +74,18 @@ export interface ManagerOptions {
   maxQueuedExecutions: number;
   /** Closed sessions are remembered this long, so calls on them get a precise error. */
   closedRetentionMs?: number;
+  /** Gives VMs a network device with an egress policy; without it VMs have no network. */
+  network?: NetworkService;
+}
+
+const DENY_ALL: EgressPolicy = { allowDomains: [], allowCidrs: [], allowPackageManagers: false };
+
+function isDenyAll(policy: EgressPolicy): boolean {
+  return (
+    policy.allowDomains.length === 0 &&
+    policy.allowCidrs.length === 0 &&
+    !policy.allowPackageManagers
+  );
 }
 
 // Long enough for a client to see why its session went away, short enough to bound memory.
@@ -105,6 +122,7 @@ class Session {
       accelerator: this.booted?.vm.accelerator ?? null,
       bootMs: this.booted ? Math.round(this.booted.bootMs) : null,
       kernelRelease: this.booted?.ready.kernel_release ?? null,
+      egress: this.booted?.network?.policy ?? null,
     };
   }
 }
@@ -119,6 +137,16 @@ export class SessionManager {
   async create(options: SessionOptions): Promise<SessionInfo> {
     if (this.shuttingDown) {
       throw new HearthError('server_shutting_down', 'hearthd is shutting down.', 503);
+    }
+    const { network } = this.options;
+    const egress = options.egress ?? DENY_ALL;
+    if (!network && !isDenyAll(egress)) {
+      throw new HearthError(
+        'egress_not_supported',
+        'This hearthd gives VMs no network device, so egress cannot be allowed; ' +
+          'omit egress or leave every allow list empty.',
+        400,
+      );
     }
     const now = new Date();
     const session = new Session(
@@ -137,6 +165,7 @@ export class SessionManager {
       runRoot: this.options.runRoot,
       logDir: this.options.logDir,
       bootTimeoutMs: this.options.bootTimeoutMs,
+      attachNetwork: network ? (vmId) => network.attach(vmId, egress) : undefined,
     });
     session.boot = boot;
     try {

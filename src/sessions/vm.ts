@@ -6,6 +6,7 @@ import { HearthError } from '../errors.js';
 import { createScratchDisk } from '../storage/scratch.js';
 import { removeRunDir } from '../vmm/qemu.js';
 import type { RunningVm, VmmDriver } from '../vmm/types.js';
+import type { VmNetwork } from '../network/types.js';
 
 export interface VmImages {
   kernelPath: string;
@@ -22,6 +23,8 @@ export interface BootOptions {
   /** Where the console and QEMU logs of a VM that failed to boot are kept. */
   logDir: string;
   bootTimeoutMs: number;
+  /** Gives the VM a network device before it boots; without it the VM has none. */
+  attachNetwork?: (vmId: string) => Promise<VmNetwork>;
 }
 
 /** A VM whose agent has answered, with the time it took to get there. */
@@ -30,6 +33,7 @@ export interface BootedVm {
   agent: AgentClient;
   ready: AgentReady;
   runDir: string;
+  network: VmNetwork | null;
   /** From starting the VMM process to the agent's first answer. */
   bootMs: number;
   /** Stops the VM and removes its run directory and scratch disk. Idempotent. */
@@ -50,10 +54,12 @@ export async function bootVm(
   const scratchPath = join(runDir, 'scratch.ext4');
   const startedAt = performance.now();
   let vm: RunningVm | null = null;
+  let network: VmNetwork | null = null;
   let destroyed: Promise<void> | null = null;
   const destroy = () => {
     destroyed ??= (async () => {
       await vm?.stop();
+      await network?.detach();
       await removeRunDir(runDir);
     })();
     return destroyed;
@@ -62,6 +68,7 @@ export async function bootVm(
   try {
     await mkdir(runDir, { recursive: true });
     await createScratchDisk(scratchPath, options.diskMib);
+    if (options.attachNetwork) network = await options.attachNetwork(vmId);
     vm = await driver.start({
       vmId,
       kernelPath: images.kernelPath,
@@ -70,6 +77,7 @@ export async function bootVm(
       cpuCount: options.cpuCount,
       memoryMib: options.memoryMib,
       runDir,
+      network: network?.device,
     });
     const agent = new AgentClient(vm.channel);
     const ready = await withTimeout(
@@ -78,7 +86,15 @@ export async function bootVm(
       vm.exited,
       join(options.logDir, `boot-failure-${vmId}-console.log`),
     );
-    return { vm, agent, ready, runDir, bootMs: performance.now() - startedAt, destroy };
+    return {
+      vm,
+      agent,
+      ready,
+      runDir,
+      network,
+      bootMs: performance.now() - startedAt,
+      destroy,
+    };
   } catch (error) {
     await keepBootLogs(runDir, options.logDir, vmId);
     await destroy();

@@ -30,7 +30,7 @@ const DEFAULT_SOCKET_TIMEOUT_MS = 10_000;
 const TCG_TRANSLATION_CACHE_MIB = 256;
 const DEFAULT_STOP_GRACE_MS = 3_000;
 
-export function kernelCommandLine(acceleration: Acceleration): string {
+export function kernelCommandLine(acceleration: Acceleration, extraArgs: string[] = []): string {
   const args = [
     'console=ttyS0',
     'root=/dev/vda',
@@ -48,6 +48,7 @@ export function kernelCommandLine(acceleration: Acceleration): string {
     args.push('tsc=reliable');
     if (acceleration.tscKhz) args.push(`tsc_early_khz=${acceleration.tscKhz}`);
   }
+  args.push(...extraArgs);
   return args.join(' ');
 }
 
@@ -56,6 +57,14 @@ export function qemuArguments(spec: VmSpec, acceleration: Acceleration): string[
     acceleration.accelerator === 'kvm'
       ? ['-accel', 'kvm', '-cpu', 'host']
       : ['-accel', `tcg,thread=multi,tb-size=${TCG_TRANSLATION_CACHE_MIB}`, '-cpu', 'max'];
+  const network = spec.network
+    ? [
+        '-netdev',
+        `tap,id=net0,ifname=${spec.network.tapDevice},script=no,downscript=no`,
+        '-device',
+        `virtio-net-device,netdev=net0,mac=${spec.network.macAddress}`,
+      ]
+    : [];
   return [
     '-M',
     'microvm,x-option-roms=off,rtc=on,acpi=off',
@@ -71,7 +80,7 @@ export function qemuArguments(spec: VmSpec, acceleration: Acceleration): string[
     '-kernel',
     spec.kernelPath,
     '-append',
-    kernelCommandLine(acceleration),
+    kernelCommandLine(acceleration, spec.network?.kernelArgs),
     '-drive',
     `id=base,file=${spec.rootfsPath},format=raw,if=none,readonly=on`,
     '-device',
@@ -88,6 +97,7 @@ export function qemuArguments(spec: VmSpec, acceleration: Acceleration): string[
     `socket,id=agent,path=${agentSocketPath(spec)},server=on,wait=off`,
     '-device',
     `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
+    ...network,
     '-serial',
     `file:${join(spec.runDir, 'console.log')}`,
   ];

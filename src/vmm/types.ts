@@ -1,3 +1,4 @@
+import type { VmNetworkDevice } from '../network/types.js';
 import type { Duplex } from 'node:stream';
 
 /** What a VMM driver needs to boot one VM. Drivers never see sessions. */
@@ -13,6 +14,8 @@ export interface VmSpec {
   memoryMib: number;
   /** Directory for this VM's sockets and logs; the driver removes nothing outside it. */
   runDir: string;
+  /** The VM's network device; without it the VM has no network at all. */
+  network?: VmNetworkDevice;
 }
 
 export interface VmExit {

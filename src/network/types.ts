@@ -1,0 +1,33 @@
+/** A session's egress policy, as the API accepts it. Deny-all when every list is empty. */
+export interface EgressPolicy {
+  allowDomains: string[];
+  allowCidrs: string[];
+  allowPackageManagers: boolean;
+}
+
+/** What a VMM driver needs to give a VM its network device. */
+export interface VmNetworkDevice {
+  /** Host TAP device the VM's virtio-net device is attached to. */
+  tapDevice: string;
+  macAddress: string;
+  /** Kernel command-line arguments that tell the guest its address, gateway and resolver. */
+  kernelArgs: string[];
+}
+
+/** A VM's network on the host: its TAP, addresses and egress rules. */
+export interface VmNetwork {
+  device: VmNetworkDevice;
+  /** The policy in effect, for the session's info. */
+  policy: EgressPolicy;
+  /** Removes the TAP, rules and DNS pins. Idempotent. */
+  detach(): Promise<void>;
+}
+
+/** Gives VMs their network. hearthd runs without one when egress is disabled. */
+export interface NetworkService {
+  attach(vmId: string, policy: EgressPolicy): Promise<VmNetwork>;
+  /** Removes devices and rules left by an earlier hearthd that are not in use. */
+  reconcile(): Promise<void>;
+  /** Removes everything this service created. */
+  close(): Promise<void>;
+}
