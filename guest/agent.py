@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import protocol  # noqa: E402
 from cgroups import UserCgroups  # noqa: E402
+from files import FileService  # noqa: E402
 from runners import BashRunner, CallError, PythonRunner  # noqa: E402
 from transport import open_channel  # noqa: E402
 
@@ -31,6 +32,7 @@ class Agent:
         self.session_env = base_environment()
         self.python = PythonRunner(self.cgroups, self.session_env)
         self.bash = BashRunner(self.cgroups, self.session_env)
+        self.files = FileService(self.send, self.send_json)
 
     def send(self, frame_type, call_id, payload=b""):
         data = protocol.encode(frame_type, call_id, payload)
@@ -57,6 +59,16 @@ class Agent:
         elif frame_type == protocol.EXEC:
             request = json.loads(payload)
             threading.Thread(target=self.execute, args=(call_id, request), daemon=True).start()
+        elif frame_type == protocol.FILE_WRITE_BEGIN:
+            self.files.begin_upload(call_id, payload)
+        elif frame_type == protocol.FILE_DATA:
+            self.files.upload_data(call_id, payload)
+        elif frame_type == protocol.FILE_WRITE_END:
+            self.files.end_upload(call_id, payload)
+        elif frame_type == protocol.FILE_READ:
+            self.files.read(call_id, payload)
+        elif frame_type == protocol.FILE_LIST:
+            self.files.list(call_id, payload)
         elif frame_type == protocol.SHUTDOWN:
             power_off()
         else:

@@ -30,6 +30,7 @@ RESULT = 6
 PONG = 8
 ERROR = 10
 FILE_DONE = 25
+FILE_META = 26
 
 # The largest payload one frame may carry: it bounds what either side buffers per frame.
 MAX_PAYLOAD_BYTES = 1 << 20

@@ -234,20 +234,27 @@ class PythonRunner:
                         return None, True, True
                 for key, _ in events:
                     if key.data == "reply":
-                        reply = read_reply(self.reply_fd)
+                        try:
+                            reply = read_reply(self.reply_fd)
+                        except EOFError:
+                            # The kernel died; its pidfd may not have fired yet.
+                            return self._restart_after_death(output, interrupted_at)
                         self._drain(output)
                         return reply, interrupted_at is not None, False
                     if key.data == "exit":
-                        self._drain(output)
-                        self.last_exit_code, _ = signal_exit_code(self.process.wait())
-                        self._stop()
-                        self.start()
-                        return None, interrupted_at is not None, True
+                        return self._restart_after_death(output, interrupted_at)
                     if not output.drain(key.fd, key.data):
                         selector.unregister(key.fd)
         finally:
             selector.close()
             os.close(pidfd)
+
+    def _restart_after_death(self, output, interrupted_at):
+        self._drain(output)
+        self.last_exit_code, _ = signal_exit_code(self.process.wait())
+        self._stop()
+        self.start()
+        return None, interrupted_at is not None, True
 
     def _drain(self, output):
         output.drain(self.stdout_fd, protocol.STDOUT)

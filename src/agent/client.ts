@@ -1,5 +1,12 @@
-import type { Duplex } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { HearthError } from '../errors.js';
+import {
+  downloadFile,
+  listFiles,
+  uploadFile,
+  type FileListing,
+  type FrameChannel,
+} from './files.js';
 import { FrameDecoder, FrameType, encodeFrame, encodeJsonFrame, type Frame } from './protocol.js';
 
 export interface AgentReady {
@@ -57,7 +64,7 @@ interface PendingCall {
  * Multiplexes calls over one agent channel. Each call gets its own id, and frames that
  * come back are routed by that id, so pings can cross a long execution.
  */
-export class AgentClient {
+export class AgentClient implements FrameChannel {
   private readonly decoder = new FrameDecoder();
   private readonly pending = new Map<number, PendingCall>();
   private nextCallId = 1;
@@ -140,7 +147,57 @@ export class AgentClient {
     });
   }
 
-  private allocateCallId(): number {
+  writeFile(
+    path: string,
+    source: AsyncIterable<Buffer | Uint8Array>,
+    limitBytes: number,
+  ): Promise<number> {
+    return uploadFile(this, path, source, limitBytes);
+  }
+
+  readFile(path: string): Promise<{ size: number; stream: Readable }> {
+    return downloadFile(this, path);
+  }
+
+  listFiles(path: string): Promise<FileListing> {
+    return listFiles(this, path);
+  }
+
+  register(callId: number, onFrame: (frame: Frame) => void, reject: (error: Error) => void) {
+    if (this.closedError) {
+      reject(this.closedError);
+      return;
+    }
+    this.pending.set(callId, { onFrame, reject });
+  }
+
+  unregister(callId: number): void {
+    this.pending.delete(callId);
+  }
+
+  async writeFrame(frame: Buffer): Promise<void> {
+    if (this.closedError) throw this.closedError;
+    if (this.channel.write(frame)) return;
+    await new Promise<void>((resolve) => {
+      const settle = () => {
+        this.channel.off('drain', settle);
+        this.channel.off('close', settle);
+        resolve();
+      };
+      this.channel.on('drain', settle);
+      this.channel.on('close', settle);
+    });
+  }
+
+  pause(): void {
+    this.channel.pause();
+  }
+
+  resume(): void {
+    this.channel.resume();
+  }
+
+  allocateCallId(): number {
     if (this.closedError) throw this.closedError;
     const callId = this.nextCallId;
     this.nextCallId = this.nextCallId >= 0xffffffff ? 1 : this.nextCallId + 1;

@@ -17,6 +17,13 @@ export const FrameType = {
   pong: 8,
   shutdown: 9,
   error: 10,
+  fileWriteBegin: 20,
+  fileData: 21,
+  fileWriteEnd: 22,
+  fileRead: 23,
+  fileList: 24,
+  fileDone: 25,
+  fileMeta: 26,
 } as const;
 
 export interface Frame {

@@ -120,7 +120,7 @@ export type ExecuteResult = z.infer<typeof ExecuteResult>;
 export const Session = z.object({
   id: z.string(),
   state: z.enum(['booting', 'ready', 'busy', 'closing', 'closed', 'failed']),
-  close_reason: z.enum(['closed', 'expired', 'vm_exited', 'shutdown']).nullable(),
+  close_reason: z.enum(['closed', 'expired', 'vm_exited', 'shutdown', 'lost']).nullable(),
   cpu_count: z.number().int(),
   memory_mb: z.number().int(),
   disk_mb: z.number().int(),
@@ -144,3 +144,19 @@ export type ExecuteEvent =
   | { type: 'stdout' | 'stderr'; data: string }
   | { type: 'result'; result: ExecuteResult }
   | ({ type: 'error' } & ErrorBody);
+
+export const FileWritten = z.object({ path: z.string(), size: z.number().int() });
+
+export const FileListing = z.object({
+  path: z.string(),
+  truncated: z.boolean().describe('true when the directory has more than 5000 entries'),
+  entries: z.array(
+    z.object({
+      name: z.string(),
+      type: z.enum(['file', 'directory', 'symlink', 'other']),
+      size: z.number().int(),
+      mode: z.number().int().describe('permission bits, e.g. 420 for 0644'),
+      mtime: z.string(),
+    }),
+  ),
+});

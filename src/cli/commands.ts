@@ -17,8 +17,10 @@ export interface ExecuteArgs {
 export interface SessionArgs {
   cpuCount?: number;
   memoryMib?: number;
+  diskMib?: number;
   lifetimeSeconds?: number;
   env: Record<string, string>;
+  egress?: { allow_domains: string[]; allow_cidrs: string[]; allow_package_managers: boolean };
 }
 
 // Errors that mean the session is gone for good, so the CLI starts a fresh one.
@@ -34,6 +36,8 @@ export async function createSession(target: Target, args: SessionArgs): Promise<
   if (args.cpuCount !== undefined) body.cpu_count = args.cpuCount;
   if (args.memoryMib !== undefined) body.memory_mb = args.memoryMib;
   if (args.lifetimeSeconds !== undefined) body.lifetime_seconds = args.lifetimeSeconds;
+  if (args.diskMib !== undefined) body.disk_mb = args.diskMib;
+  if (args.egress) body.egress = args.egress;
   return (await callApi(target, 'POST', '/v1/sessions', body)) as Session;
 }
 

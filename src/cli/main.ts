@@ -26,10 +26,22 @@ Commands:
     --memory <MiB>           Guest memory in MiB (default: 512).
     --lifetime <seconds>     Close the session after this long (default: 3600).
     --env <KEY=VALUE>        Set a variable for the whole session; repeatable.
+    --disk <MiB>             Scratch disk quota in MiB (default: 2048).
+    --allow-domain <name>    Allow egress to a domain (wildcards like *.example.org); repeatable.
+    --allow-cidr <cidr>      Allow egress to an IPv4 range; repeatable.
+    --allow-package-managers Allow the host's package indexes (pip, npm, apt).
   session list               List open sessions.
   session info [id]          Show a session (default: the current one).
   session close [id]         Close a session (default: the current one).
-  server status|stop|run     Inspect, stop, or run hearthd in the foreground.
+  upload <local> <remote>    Stream a local file into the current session's VM.
+  download <remote> <local>  Stream a file out of the VM; <local> may be a directory.
+  keys create --name <name>  Create an API key and print it once.
+  keys list                  List API keys (never the keys themselves).
+  keys revoke <id>           Revoke an API key.
+  serve [--listen <addr>]    Run hearthd in the foreground on a Unix socket path or
+                             host:port (default: $HEARTH_HOME/hearthd.sock). On TCP every
+                             request needs an API key.
+  server status|stop|run     Inspect, stop, or run the local hearthd in the foreground.
 
 Environment:
   HEARTH_HOME                State directory (default: ~/.hearth).
@@ -46,6 +58,22 @@ async function main(argv: string[]): Promise<number> {
       return session(home, rest);
     case 'server':
       return server(home, rest);
+    case 'serve': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { listen: { type: 'string' } },
+        strict: true,
+      });
+      if (values.listen) process.env.HEARTH_LISTEN = values.listen;
+      return server(home, ['run']);
+    }
+    case 'upload':
+    case 'download':
+      return transfer(home, command, rest);
+    case 'keys': {
+      const { keysCommand } = await import('./keys.js');
+      return keysCommand(home, rest);
+    }
     case 'setup': {
       const { runSetup } = await import('./setup.js');
       return runSetup(home, rest);
@@ -110,11 +138,25 @@ async function session(home: string, args: string[]): Promise<number> {
         cpus: { type: 'string' },
         memory: { type: 'string' },
         lifetime: { type: 'string' },
+        disk: { type: 'string' },
         env: { type: 'string', multiple: true, default: [] },
+        'allow-domain': { type: 'string', multiple: true, default: [] },
+        'allow-cidr': { type: 'string', multiple: true, default: [] },
+        'allow-package-managers': { type: 'boolean', default: false },
       },
       strict: true,
     });
+    const egress = {
+      allow_domains: values['allow-domain'],
+      allow_cidrs: values['allow-cidr'],
+      allow_package_managers: values['allow-package-managers'],
+    };
     const created = await createSession(await target(home), {
+      diskMib: values.disk === undefined ? undefined : positiveNumber('--disk', values.disk),
+      egress:
+        egress.allow_domains.length || egress.allow_cidrs.length || egress.allow_package_managers
+          ? egress
+          : undefined,
       cpuCount: values.cpus === undefined ? undefined : positiveNumber('--cpus', values.cpus),
       memoryMib:
         values.memory === undefined ? undefined : positiveNumber('--memory', values.memory),
@@ -174,6 +216,32 @@ async function server(home: string, args: string[]): Promise<number> {
     return 0;
   }
   throw new HearthError('invalid_arguments', 'Use: hearth server status|stop|run.', 2);
+}
+
+async function transfer(home: string, command: string, args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { session: { type: 'string' } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length !== 2) {
+    throw new HearthError('invalid_arguments', `Use: hearth ${command} <from> <to>.`, 2);
+  }
+  const sessionId = values.session ?? (await new CurrentSession(home).read());
+  if (!sessionId) {
+    throw new HearthError('no_current_session', 'There is no current session; name one.', 2);
+  }
+  const { downloadCommand, uploadCommand } = await import('./files.js');
+  const [from, to] = positionals as [string, string];
+  if (command === 'upload') {
+    const size = await uploadCommand(await target(home), sessionId, from, to);
+    process.stdout.write(`uploaded ${size} bytes to ${to}\n`);
+  } else {
+    const written = await downloadCommand(await target(home), sessionId, from, to);
+    process.stdout.write(`downloaded ${from} to ${written}\n`);
+  }
+  return 0;
 }
 
 function parseEnv(pairs: string[]): Record<string, string> {

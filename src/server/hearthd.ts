@@ -3,7 +3,9 @@ import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { createApiHandler } from '../api/server.js';
+import { LIMITS } from '../api/schema.js';
+import { createApiHandler, DEFAULT_MAX_UPLOAD_BYTES } from '../api/server.js';
+import { Store } from '../store/db.js';
 import { HearthError } from '../errors.js';
 import { findImages } from '../image/index.js';
 import { reconcileRunRoot } from '../sessions/reconcile.js';
@@ -23,6 +25,13 @@ export interface HearthdConfig {
   bootTimeoutMs: number;
   maxQueuedExecutions: number;
   logger: Logger;
+  /** The SQLite database of API keys and session records. */
+  dbPath: string;
+  /** Require API keys even on a Unix socket; they are always required on TCP. */
+  requireKey: boolean;
+  defaultLifetimeSeconds: number;
+  maxLifetimeSeconds: number;
+  maxUploadBytes: number;
 }
 
 // A TCG boot takes a few seconds alone, and several boots at once on a small host share
@@ -40,7 +49,25 @@ export function configFromEnv(home: string): HearthdConfig {
     bootTimeoutMs: Number(process.env.HEARTH_BOOT_TIMEOUT_MS ?? DEFAULT_BOOT_TIMEOUT_MS),
     maxQueuedExecutions: DEFAULT_MAX_QUEUED_EXECUTIONS,
     logger: pino({ level: process.env.HEARTH_LOG_LEVEL ?? 'info' }),
+    dbPath: process.env.HEARTH_DB ?? join(home, 'hearth.db'),
+    requireKey: process.env.HEARTH_REQUIRE_KEY === '1',
+    defaultLifetimeSeconds: numberFromEnv(
+      'HEARTH_DEFAULT_LIFETIME_SECONDS',
+      LIMITS.lifetimeSeconds.default,
+    ),
+    maxLifetimeSeconds: numberFromEnv('HEARTH_MAX_LIFETIME_SECONDS', LIMITS.lifetimeSeconds.max),
+    maxUploadBytes: numberFromEnv('HEARTH_MAX_UPLOAD_BYTES', DEFAULT_MAX_UPLOAD_BYTES),
   };
+}
+
+function numberFromEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) {
+    throw new HearthError('invalid_config', `${name} must be a positive number, not "${raw}".`);
+  }
+  return value;
 }
 
 export interface RunningHearthd {
@@ -60,6 +87,9 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
       `No guest kernel and rootfs under ${config.home}/images; run ./setup.sh first.`,
     );
   }
+  const store = new Store(config.dbPath);
+  const lost = store.markLiveSessionsLost();
+  if (lost.length) logger.warn({ sessionIds: lost }, 'marked sessions of an earlier hearthd lost');
   const runRoot = join(config.runDir, 'vms');
   await mkdir(runRoot, { recursive: true });
   const leftovers = await reconcileRunRoot(runRoot, logger);
@@ -82,8 +112,19 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
     logDir: join(config.runDir, 'logs'),
     bootTimeoutMs: config.bootTimeoutMs,
     maxQueuedExecutions: config.maxQueuedExecutions,
+    store,
   });
-  const server = createServer(createApiHandler({ manager, logger }));
+  const server = createServer(
+    createApiHandler({
+      manager,
+      store,
+      logger,
+      requireKey: config.requireKey || !isUnixPath(config.listen),
+      defaultLifetimeSeconds: config.defaultLifetimeSeconds,
+      maxLifetimeSeconds: config.maxLifetimeSeconds,
+      maxUploadBytes: config.maxUploadBytes,
+    }),
+  );
   // Execute calls may run for an hour; the server must not cut them off.
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
@@ -100,6 +141,7 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
         server.close();
         await manager.shutdown();
         server.closeAllConnections();
+        store.close();
         if (isUnixPath(config.listen)) {
           await rm(config.listen, { force: true });
           await rm(`${config.listen}.pid`, { force: true });

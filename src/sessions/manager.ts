@@ -1,7 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import type { AgentResult, ExecHandlers } from '../agent/client.js';
 import { HearthError } from '../errors.js';
+import type { Readable } from 'node:stream';
+import type { FileListing } from '../agent/files.js';
 import type { EgressPolicy, NetworkService } from '../network/types.js';
+import type { SessionRecord, Store } from '../store/db.js';
 import type { VmmDriver } from '../vmm/types.js';
 import { bootVm, type BootedVm, type VmImages } from './vm.js';
 
@@ -16,7 +19,7 @@ import { bootVm, type BootedVm, type VmImages } from './vm.js';
 //              closed
 export type SessionState = 'booting' | 'ready' | 'busy' | 'closing' | 'closed' | 'failed';
 
-export type CloseReason = 'closed' | 'expired' | 'vm_exited' | 'shutdown';
+export type CloseReason = 'closed' | 'expired' | 'vm_exited' | 'shutdown' | 'lost';
 
 export interface SessionOptions {
   cpuCount: number;
@@ -49,6 +52,8 @@ export interface ExecuteOutcome {
 
 export interface SessionInfo {
   id: string;
+  /** The API key id that created the session, or "local" for the Unix socket. */
+  owner: string;
   state: SessionState;
   closeReason: CloseReason | null;
   cpuCount: number;
@@ -76,6 +81,51 @@ export interface ManagerOptions {
   closedRetentionMs?: number;
   /** Gives VMs a network device with an egress policy; without it VMs have no network. */
   network?: NetworkService;
+  /** Durable session records, so a restarted hearthd can answer for old sessions. */
+  store: Store;
+}
+
+function notFound(id: string): HearthError {
+  return new HearthError('session_not_found', `No session with id ${id}.`);
+}
+
+function endedError(id: string, reason: CloseReason | null): HearthError {
+  if (reason === 'expired') {
+    return new HearthError('session_expired', `Session ${id} reached the end of its lifetime.`);
+  }
+  if (reason === 'vm_exited') {
+    return new HearthError('session_lost', `The VM of session ${id} exited unexpectedly.`, 410);
+  }
+  if (reason === 'lost') {
+    return new HearthError(
+      'session_lost',
+      `Session ${id} was lost when hearthd restarted; its VM and files are gone.`,
+      410,
+    );
+  }
+  return new HearthError('session_closed', `Session ${id} is closed.`);
+}
+
+function infoFromRecord(record: SessionRecord): SessionInfo {
+  const options = JSON.parse(record.optionsJson) as Omit<SessionOptions, 'env'> & {
+    env: string[];
+  };
+  return {
+    id: record.id,
+    owner: record.owner,
+    state: record.state as SessionState,
+    closeReason: record.closeReason as CloseReason | null,
+    cpuCount: options.cpuCount,
+    memoryMib: options.memoryMib,
+    diskMib: options.diskMib,
+    envKeys: options.env,
+    createdAt: new Date(record.createdAt),
+    expiresAt: new Date(record.expiresAt),
+    accelerator: null,
+    bootMs: null,
+    kernelRelease: null,
+    egress: null,
+  };
 }
 
 const DENY_ALL: EgressPolicy = { allowDomains: [], allowCidrs: [], allowPackageManagers: false };
@@ -103,6 +153,7 @@ class Session {
 
   constructor(
     readonly id: string,
+    readonly owner: string,
     readonly options: SessionOptions,
     readonly createdAt: Date,
     readonly expiresAt: Date,
@@ -111,6 +162,7 @@ class Session {
   info(): SessionInfo {
     return {
       id: this.id,
+      owner: this.owner,
       state: this.state,
       closeReason: this.closeReason,
       cpuCount: this.options.cpuCount,
@@ -134,7 +186,7 @@ export class SessionManager {
 
   constructor(private readonly options: ManagerOptions) {}
 
-  async create(options: SessionOptions): Promise<SessionInfo> {
+  async create(options: SessionOptions, owner: string): Promise<SessionInfo> {
     if (this.shuttingDown) {
       throw new HearthError('server_shutting_down', 'hearthd is shutting down.', 503);
     }
@@ -151,11 +203,22 @@ export class SessionManager {
     const now = new Date();
     const session = new Session(
       `ses_${randomBytes(8).toString('hex')}`,
+      owner,
       options,
       now,
       new Date(now.getTime() + options.lifetimeSeconds * 1000),
     );
     this.sessions.set(session.id, session);
+    this.options.store.insertSession({
+      id: session.id,
+      owner,
+      state: session.state,
+      closeReason: null,
+      vmId: null,
+      createdAt: session.createdAt.toISOString(),
+      expiresAt: session.expiresAt.toISOString(),
+      optionsJson: JSON.stringify({ ...options, env: Object.keys(options.env) }),
+    });
 
     const boot = bootVm(this.options.driver, this.options.images, {
       cpuCount: options.cpuCount,
@@ -171,7 +234,7 @@ export class SessionManager {
     try {
       session.booted = await boot;
     } catch (error) {
-      if (session.state === 'booting') session.state = 'failed';
+      if (session.state === 'booting') this.setState(session, 'failed');
       this.forgetLater(session);
       throw error;
     }
@@ -180,27 +243,59 @@ export class SessionManager {
       // close() ran while the VM booted, e.g. at server shutdown; it destroys the VM.
       throw new HearthError('session_closed', `Session ${session.id} was closed while booting.`);
     }
-    session.state = 'ready';
+    this.setState(session, 'ready', session.booted.vm.vmId);
     session.lifetimeTimer = setTimeout(
-      () => void this.close(session.id, 'expired').catch(() => undefined),
+      () => void this.closeSession(session, 'expired').catch(() => undefined),
       options.lifetimeSeconds * 1000,
     );
     void session.booted.vm.exited.then(() => {
       if (session.state === 'ready' || session.state === 'busy') {
-        void this.close(session.id, 'vm_exited');
+        void this.closeSession(session, 'vm_exited');
       }
     });
     return session.info();
   }
 
-  get(id: string): SessionInfo {
-    return this.find(id).info();
+  /** Returns a session of this owner, live or ended; another owner's is not found. */
+  get(id: string, owner: string): SessionInfo {
+    const session = this.sessions.get(id);
+    if (session) return this.owned(session, owner).info();
+    const record = this.options.store.getSession(id);
+    if (!record || record.owner !== owner) throw notFound(id);
+    return infoFromRecord(record);
   }
 
-  list(): SessionInfo[] {
+  /** Counts sessions that are booting or running, across owners. */
+  activeCount(): number {
+    return [...this.sessions.values()].filter(
+      (session) => session.state !== 'closed' && session.state !== 'failed',
+    ).length;
+  }
+
+  /** Lists this owner's sessions that are booting or running. */
+  list(owner: string): SessionInfo[] {
     return [...this.sessions.values()]
+      .filter((session) => session.owner === owner)
       .filter((session) => session.state !== 'closed' && session.state !== 'failed')
       .map((session) => session.info());
+  }
+
+  writeFile(
+    id: string,
+    owner: string,
+    path: string,
+    source: AsyncIterable<Buffer | Uint8Array>,
+    limitBytes: number,
+  ): Promise<number> {
+    return this.usable(id, owner).booted!.agent.writeFile(path, source, limitBytes);
+  }
+
+  readFile(id: string, owner: string, path: string): Promise<{ size: number; stream: Readable }> {
+    return this.usable(id, owner).booted!.agent.readFile(path);
+  }
+
+  listFiles(id: string, owner: string, path: string): Promise<FileListing> {
+    return this.usable(id, owner).booted!.agent.listFiles(path);
   }
 
   /**
@@ -209,10 +304,11 @@ export class SessionManager {
    */
   async execute(
     id: string,
+    owner: string,
     request: ExecuteOptions,
     handlers: ExecHandlers = {},
   ): Promise<ExecuteOutcome> {
-    const session = this.usable(id);
+    const session = this.usable(id, owner);
     if (session.queuedCount >= this.options.maxQueuedExecutions) {
       throw new HearthError(
         'session_busy',
@@ -223,7 +319,7 @@ export class SessionManager {
     const enqueuedAt = performance.now();
     const run = session.queue.then(async () => {
       session.queuedCount -= 1;
-      const live = this.usable(id);
+      const live = this.usable(id, owner);
       const queuedMs = performance.now() - enqueuedAt;
       live.state = 'busy';
       const sentAt = performance.now();
@@ -248,56 +344,66 @@ export class SessionManager {
     return run;
   }
 
-  /** Closes a session and removes everything it had on the host. Idempotent. */
-  async close(id: string, reason: CloseReason = 'closed'): Promise<void> {
-    const session = this.find(id);
+  /** Closes a session of this owner and removes everything it had on the host.
+   * Closing a session that already ended does nothing. */
+  async close(id: string, owner: string): Promise<void> {
+    const session = this.sessions.get(id);
+    if (session) return this.closeSession(this.owned(session, owner), 'closed');
+    this.get(id, owner);
+  }
+
+  private async closeSession(session: Session, reason: CloseReason): Promise<void> {
     if (session.closing) return session.closing;
     if (session.state === 'failed' || session.state === 'closed') return;
-    session.state = 'closing';
     session.closeReason = reason;
+    this.setState(session, 'closing');
     if (session.lifetimeTimer) clearTimeout(session.lifetimeTimer);
     session.closing = (async () => {
       try {
         const booted = session.booted ?? (await session.boot?.catch(() => null));
         await booted?.destroy();
       } finally {
-        session.state = 'closed';
+        this.setState(session, 'closed');
         this.forgetLater(session);
       }
     })();
     return session.closing;
   }
 
+  private setState(session: Session, state: SessionState, vmId?: string): void {
+    session.state = state;
+    this.options.store.updateSession(session.id, {
+      state,
+      closeReason: session.closeReason,
+      vmId,
+    });
+  }
+
   /** Closes every session; later create calls are rejected. Idempotent. */
   shutdown(): Promise<void> {
     this.shuttingDown ??= (async () => {
-      const ids = [...this.sessions.keys()];
-      await Promise.allSettled(ids.map((id) => this.close(id, 'shutdown')));
+      const sessions = [...this.sessions.values()];
+      await Promise.allSettled(sessions.map((session) => this.closeSession(session, 'shutdown')));
     })();
     return this.shuttingDown;
   }
 
-  private find(id: string): Session {
-    const session = this.sessions.get(id);
-    if (!session) {
-      throw new HearthError('session_not_found', `No session with id ${id}.`);
-    }
+  private owned(session: Session, owner: string): Session {
+    if (session.owner !== owner) throw notFound(session.id);
     return session;
   }
 
-  private usable(id: string): Session {
-    const session = this.find(id);
-    if (session.state === 'ready' || session.state === 'busy') return session;
-    if (session.closeReason === 'expired') {
-      throw new HearthError('session_expired', `Session ${id} reached the end of its lifetime.`);
+  /** Returns the live session, or throws the error that says why it cannot take calls. */
+  private usable(id: string, owner: string): Session {
+    const session = this.sessions.get(id);
+    if (session && this.owned(session, owner)) {
+      if (session.state === 'ready' || session.state === 'busy') return session;
+      if (session.state === 'booting') {
+        throw new HearthError('session_busy', `Session ${id} is still booting.`);
+      }
     }
-    if (session.closeReason === 'vm_exited') {
-      throw new HearthError('session_lost', `The VM of session ${id} exited unexpectedly.`, 410);
-    }
-    if (session.state === 'booting') {
-      throw new HearthError('session_busy', `Session ${id} is still booting.`);
-    }
-    throw new HearthError('session_closed', `Session ${id} is closed.`);
+    const info = this.get(id, owner);
+    throw endedError(id, info.closeReason);
   }
 
   private forgetLater(session: Session): void {

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { callApi, type Target } from '../../src/cli/client.js';
 import { hearthHome } from '../../src/config.js';
-import { startHearthd, type RunningHearthd } from '../../src/server/hearthd.js';
+import { startHearthd, type HearthdConfig, type RunningHearthd } from '../../src/server/hearthd.js';
 
 export interface TestHearthd {
   target: Target;
@@ -17,7 +17,9 @@ export interface TestHearthd {
  * Starts an in-process hearthd on a temporary socket and run directory, with the guest
  * images that ./setup.sh built under HEARTH_HOME (or ~/.hearth).
  */
-export async function startTestHearthd(): Promise<TestHearthd> {
+export async function startTestHearthd(
+  overrides: Partial<HearthdConfig> = {},
+): Promise<TestHearthd> {
   const runDir = await mkdtemp(join(tmpdir(), 'hearth-test-'));
   const listen = join(runDir, 'hearthd.sock');
   const hearthd = await startHearthd({
@@ -28,6 +30,12 @@ export async function startTestHearthd(): Promise<TestHearthd> {
     bootTimeoutMs: 120_000,
     maxQueuedExecutions: 4,
     logger: pino({ level: process.env.HEARTH_TEST_LOG_LEVEL ?? 'silent' }),
+    dbPath: join(runDir, 'hearth.db'),
+    requireKey: false,
+    defaultLifetimeSeconds: 3600,
+    maxLifetimeSeconds: 86400,
+    maxUploadBytes: 512 * 1024 * 1024,
+    ...overrides,
   });
   return {
     target: { socketPath: listen },

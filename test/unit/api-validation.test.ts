@@ -6,6 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { createApiHandler } from '../../src/api/server.js';
 import { SessionManager } from '../../src/sessions/manager.js';
+import { Store } from '../../src/store/db.js';
 import type { VmmDriver } from '../../src/vmm/types.js';
 
 const unusedDriver: VmmDriver = {
@@ -18,6 +19,7 @@ describe('API request validation', () => {
   let baseUrl: string;
 
   before(async () => {
+    const store = new Store(':memory:');
     const manager = new SessionManager({
       driver: unusedDriver,
       images: { kernelPath: '/nonexistent', rootfsPath: '/nonexistent' },
@@ -25,9 +27,15 @@ describe('API request validation', () => {
       logDir: '/nonexistent',
       bootTimeoutMs: 1000,
       maxQueuedExecutions: 1,
+      store,
     });
     server = createServer(
-      createApiHandler({ manager, logger: pino({ level: 'silent' }), maxLifetimeSeconds: 600 }),
+      createApiHandler({
+        manager,
+        store,
+        logger: pino({ level: 'silent' }),
+        maxLifetimeSeconds: 600,
+      }),
     );
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

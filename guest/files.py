@@ -1,0 +1,212 @@
+"""File transfer between hearthd and the guest, over the agent channel.
+
+An upload is FILE_WRITE_BEGIN {path}, any number of FILE_DATA frames, then FILE_WRITE_END
+{commit}. The bytes go to a temporary file beside the target, which is renamed over the
+target only on a committed end, so an aborted or failed upload never leaves a partial file.
+A download is FILE_READ {path}, answered by FILE_META {size}, FILE_DATA frames and FILE_DONE.
+Every failure is an ERROR frame with a stable code.
+"""
+
+import json
+import os
+import stat
+import threading
+
+import protocol
+
+CHUNK_BYTES = 256 * 1024
+# A listing larger than this is cut short, so that its answer fits in one frame.
+MAX_LIST_ENTRIES = 5000
+
+
+class FileError(Exception):
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+
+
+def check_path(path):
+    """Rejects paths that are relative, contain NUL, or step up with "..".
+
+    The guest's root is the VM's own filesystem, so a symlink that leads elsewhere inside it
+    is fine; the check only keeps requests unambiguous.
+    """
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise FileError("invalid_path", f"the path {path!r} is not absolute")
+    if "\0" in path:
+        raise FileError("invalid_path", "the path contains a NUL byte")
+    if ".." in path.split("/"):
+        raise FileError("invalid_path", f"the path {path!r} contains a '..' segment")
+    return path
+
+
+def os_error(error, path):
+    if isinstance(error, FileNotFoundError):
+        return FileError("file_not_found", f"{path} does not exist in the VM")
+    if isinstance(error, IsADirectoryError):
+        return FileError("not_a_file", f"{path} is a directory")
+    if isinstance(error, NotADirectoryError):
+        return FileError("not_a_directory", f"a parent of {path} is not a directory")
+    if error.errno == 28:  # ENOSPC
+        return FileError("disk_full", f"the session's disk is full while writing {path}")
+    return FileError("file_error", f"{path}: {error.strerror}")
+
+
+class Upload:
+    def __init__(self, path):
+        self.path = check_path(path)
+        directory = os.path.dirname(path) or "/"
+        try:
+            os.makedirs(directory, exist_ok=True)
+            if os.path.isdir(path):
+                raise IsADirectoryError(21, "Is a directory")
+            self.temp_path = os.path.join(
+                directory, f".hearth-upload-{os.getpid()}-{threading.get_ident()}-{id(self)}"
+            )
+            self.fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as error:
+            raise os_error(error, path) from error
+        self.size = 0
+
+    def write(self, data):
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+            self.size += len(data)
+        except OSError as error:
+            self.abort()
+            raise os_error(error, self.path) from error
+
+    def finish(self, commit):
+        try:
+            os.close(self.fd)
+            if commit:
+                os.rename(self.temp_path, self.path)
+                return
+        except OSError as error:
+            self.abort()
+            raise os_error(error, self.path) from error
+        self.abort()
+
+    def abort(self):
+        try:
+            os.close(self.fd)
+        except OSError:
+            pass
+        try:
+            os.unlink(self.temp_path)
+        except OSError:
+            pass
+
+
+class FileService:
+    """Keeps uploads in flight by call id and answers reads and listings."""
+
+    def __init__(self, send, send_json):
+        self.send = send
+        self.send_json = send_json
+        self.uploads = {}
+        self.failed_uploads = set()
+
+    def error(self, call_id, error):
+        self.send_json(protocol.ERROR, call_id, {"code": error.code, "message": str(error)})
+
+    def begin_upload(self, call_id, payload):
+        try:
+            self.uploads[call_id] = Upload(json.loads(payload).get("path"))
+        except FileError as error:
+            self.failed_uploads.add(call_id)
+            self.error(call_id, error)
+
+    def upload_data(self, call_id, payload):
+        upload = self.uploads.get(call_id)
+        if upload is None:
+            return  # the upload already failed and was reported
+        try:
+            upload.write(payload)
+        except FileError as error:
+            del self.uploads[call_id]
+            self.failed_uploads.add(call_id)
+            self.error(call_id, error)
+
+    def end_upload(self, call_id, payload):
+        upload = self.uploads.pop(call_id, None)
+        if upload is None:
+            self.failed_uploads.discard(call_id)
+            return
+        commit = bool(json.loads(payload or b"{}").get("commit", True))
+        try:
+            upload.finish(commit)
+        except FileError as error:
+            self.error(call_id, error)
+            return
+        self.send_json(protocol.FILE_DONE, call_id, {"path": upload.path, "size": upload.size})
+
+    def read(self, call_id, payload):
+        threading.Thread(target=self._read, args=(call_id, payload), daemon=True).start()
+
+    def _read(self, call_id, payload):
+        path = None
+        try:
+            path = check_path(json.loads(payload).get("path"))
+            with open(path, "rb") as source:
+                info = os.fstat(source.fileno())
+                if stat.S_ISDIR(info.st_mode):
+                    raise IsADirectoryError(21, "Is a directory")
+                self.send_json(protocol.FILE_META, call_id, {"size": info.st_size})
+                size = 0
+                while True:
+                    chunk = source.read(CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    self.send(protocol.FILE_DATA, call_id, chunk)
+            self.send_json(protocol.FILE_DONE, call_id, {"path": path, "size": size})
+        except FileError as error:
+            self.error(call_id, error)
+        except OSError as error:
+            self.error(call_id, os_error(error, path))
+
+    def list(self, call_id, payload):
+        path = None
+        try:
+            path = check_path(json.loads(payload).get("path"))
+            entries = []
+            truncated = False
+            with os.scandir(path) as listing:
+                for entry in listing:
+                    if len(entries) >= MAX_LIST_ENTRIES:
+                        truncated = True
+                        break
+                    entries.append(describe_entry(entry))
+            entries.sort(key=lambda item: item["name"])
+            self.send_json(
+                protocol.FILE_DONE,
+                call_id,
+                {"path": path, "entries": entries, "truncated": truncated},
+            )
+        except FileError as error:
+            self.error(call_id, error)
+        except OSError as error:
+            self.error(call_id, os_error(error, path))
+
+
+def describe_entry(entry):
+    info = entry.stat(follow_symlinks=False)
+    if stat.S_ISLNK(info.st_mode):
+        kind = "symlink"
+    elif stat.S_ISDIR(info.st_mode):
+        kind = "directory"
+    elif stat.S_ISREG(info.st_mode):
+        kind = "file"
+    else:
+        kind = "other"
+    return {
+        "name": entry.name,
+        "type": kind,
+        "size": info.st_size,
+        "mode": stat.S_IMODE(info.st_mode),
+        "mtime_ns": info.st_mtime_ns,
+    }

@@ -1,0 +1,182 @@
+import { Readable } from 'node:stream';
+import { HearthError } from '../errors.js';
+import { FrameType, encodeFrame, encodeJsonFrame, type Frame } from './protocol.js';
+
+/** The part of AgentClient that file transfers use. */
+export interface FrameChannel {
+  allocateCallId(): number;
+  register(callId: number, onFrame: (frame: Frame) => void, reject: (error: Error) => void): void;
+  unregister(callId: number): void;
+  /** Writes a frame and resolves once the channel can take more. */
+  writeFrame(frame: Buffer): Promise<void>;
+  pause(): void;
+  resume(): void;
+}
+
+export interface FileEntry {
+  name: string;
+  type: 'file' | 'directory' | 'symlink' | 'other';
+  size: number;
+  mode: number;
+  mtime_ns: number;
+}
+
+export interface FileListing {
+  path: string;
+  entries: FileEntry[];
+  truncated: boolean;
+}
+
+// Frames of this size keep the channel busy without holding much in memory at once.
+const UPLOAD_CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Streams `source` into the guest file at `path`. Throws file_too_large, without leaving a
+ * file behind, once more than `limitBytes` arrive. Returns the size written.
+ */
+export async function uploadFile(
+  channel: FrameChannel,
+  path: string,
+  source: AsyncIterable<Buffer | Uint8Array>,
+  limitBytes: number,
+): Promise<number> {
+  const callId = channel.allocateCallId();
+  let failure: Error | null = null;
+  const done = new Promise<number>((resolve, reject) => {
+    channel.register(
+      callId,
+      (frame) => {
+        channel.unregister(callId);
+        if (frame.type === FrameType.fileDone) {
+          resolve((JSON.parse(frame.payload.toString()) as { size: number }).size);
+        } else {
+          failure = agentError(frame);
+          reject(failure);
+        }
+      },
+      (error) => {
+        failure = error;
+        reject(error);
+      },
+    );
+  });
+  done.catch(() => undefined);
+
+  await channel.writeFrame(encodeJsonFrame(FrameType.fileWriteBegin, callId, { path }));
+  let size = 0;
+  try {
+    for await (const chunk of source) {
+      if (failure) break;
+      size += chunk.length;
+      if (size > limitBytes) {
+        await channel.writeFrame(
+          encodeJsonFrame(FrameType.fileWriteEnd, callId, { commit: false }),
+        );
+        throw new HearthError(
+          'file_too_large',
+          `The upload is over this server's limit of ${limitBytes} bytes; nothing was written.`,
+        );
+      }
+      for (let offset = 0; offset < chunk.length; offset += UPLOAD_CHUNK_BYTES) {
+        const piece = Buffer.from(
+          chunk.buffer,
+          chunk.byteOffset + offset,
+          Math.min(UPLOAD_CHUNK_BYTES, chunk.length - offset),
+        );
+        await channel.writeFrame(encodeFrame(FrameType.fileData, callId, piece));
+      }
+    }
+  } catch (error) {
+    if (!(error instanceof HearthError && error.code === 'file_too_large')) {
+      // The client went away mid-upload: drop the partial file.
+      await channel.writeFrame(encodeJsonFrame(FrameType.fileWriteEnd, callId, { commit: false }));
+    }
+    channel.unregister(callId);
+    throw error;
+  }
+  if (!failure) {
+    await channel.writeFrame(encodeJsonFrame(FrameType.fileWriteEnd, callId, { commit: true }));
+  }
+  return done;
+}
+
+/**
+ * Starts a download of the guest file at `path`. Resolves once the guest has opened it,
+ * with its size and a stream of its bytes. The agent channel pauses while the stream's
+ * reader is slower than the guest, so a large file is never held in memory.
+ */
+export async function downloadFile(
+  channel: FrameChannel,
+  path: string,
+): Promise<{ size: number; stream: Readable }> {
+  const callId = channel.allocateCallId();
+  let paused = false;
+  const stream = new Readable({
+    read() {
+      if (paused) {
+        paused = false;
+        channel.resume();
+      }
+    },
+    destroy(error, callback) {
+      channel.unregister(callId);
+      if (paused) channel.resume();
+      callback(error);
+    },
+  });
+
+  return new Promise((resolve, reject) => {
+    let started = false;
+    channel.register(
+      callId,
+      (frame) => {
+        if (frame.type === FrameType.fileMeta) {
+          started = true;
+          resolve({
+            size: (JSON.parse(frame.payload.toString()) as { size: number }).size,
+            stream,
+          });
+        } else if (frame.type === FrameType.fileData) {
+          if (!stream.push(Buffer.from(frame.payload)) && !paused) {
+            paused = true;
+            channel.pause();
+          }
+        } else if (frame.type === FrameType.fileDone) {
+          channel.unregister(callId);
+          stream.push(null);
+        } else {
+          channel.unregister(callId);
+          const error = agentError(frame);
+          if (started) stream.destroy(error);
+          else reject(error);
+        }
+      },
+      (error) => (started ? stream.destroy(error) : reject(error)),
+    );
+    void channel.writeFrame(encodeJsonFrame(FrameType.fileRead, callId, { path }));
+  });
+}
+
+export async function listFiles(channel: FrameChannel, path: string): Promise<FileListing> {
+  const callId = channel.allocateCallId();
+  return new Promise((resolve, reject) => {
+    channel.register(
+      callId,
+      (frame) => {
+        channel.unregister(callId);
+        if (frame.type === FrameType.fileDone) resolve(JSON.parse(frame.payload.toString()));
+        else reject(agentError(frame));
+      },
+      reject,
+    );
+    void channel.writeFrame(encodeJsonFrame(FrameType.fileList, callId, { path }));
+  });
+}
+
+function agentError(frame: Frame): HearthError {
+  if (frame.type !== FrameType.error) {
+    return new HearthError('agent_error', `The agent sent an unexpected frame ${frame.type}.`);
+  }
+  const body = JSON.parse(frame.payload.toString()) as { code: string; message: string };
+  return new HearthError(body.code, body.message);
+}
