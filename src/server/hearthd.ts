@@ -10,7 +10,9 @@ import { HearthError } from '../errors.js';
 import { findImages } from '../image/index.js';
 import { reconcileRunRoot } from '../sessions/reconcile.js';
 import { SessionManager } from '../sessions/manager.js';
-import { chooseAcceleration } from '../vmm/accel.js';
+import { chooseAcceleration, probeKvm } from '../vmm/accel.js';
+import type { VmmDriver } from '../vmm/types.js';
+import type { GuestImages } from '../image/index.js';
 import { QemuDriver, type Acceleration } from '../vmm/qemu.js';
 
 export interface HearthdConfig {
@@ -22,6 +24,8 @@ export interface HearthdConfig {
   listen: string;
   /** "auto" probes KVM; "kvm" or "tcg" skips the probe. */
   accel: string;
+  /** "qemu" (the default) or "firecracker", which needs the binary and a working KVM. */
+  vmm: string;
   bootTimeoutMs: number;
   maxQueuedExecutions: number;
   logger: Logger;
@@ -46,6 +50,7 @@ export function configFromEnv(home: string): HearthdConfig {
     runDir: process.env.HEARTH_RUN_DIR ?? join(home, 'run'),
     listen: process.env.HEARTH_LISTEN ?? join(home, 'hearthd.sock'),
     accel: process.env.HEARTH_ACCEL ?? 'auto',
+    vmm: process.env.HEARTH_VMM ?? 'qemu',
     bootTimeoutMs: Number(process.env.HEARTH_BOOT_TIMEOUT_MS ?? DEFAULT_BOOT_TIMEOUT_MS),
     maxQueuedExecutions: DEFAULT_MAX_QUEUED_EXECUTIONS,
     logger: pino({ level: process.env.HEARTH_LOG_LEVEL ?? 'info' }),
@@ -87,14 +92,6 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
       `No guest kernel and rootfs under ${config.home}/images; run ./setup.sh first.`,
     );
   }
-  const store = new Store(config.dbPath);
-  const lost = store.markLiveSessionsLost();
-  if (lost.length) logger.warn({ sessionIds: lost }, 'marked sessions of an earlier hearthd lost');
-  const runRoot = join(config.runDir, 'vms');
-  await mkdir(runRoot, { recursive: true });
-  const leftovers = await reconcileRunRoot(runRoot, logger);
-  if (leftovers) logger.warn({ count: leftovers }, 'cleaned up VMs of an earlier hearthd');
-
   const acceleration = await chooseAcceleration({
     home: config.home,
     images,
@@ -105,8 +102,17 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
     'accelerator chosen',
   );
 
+  const driver = await chooseDriver(config, acceleration, images);
+  const store = new Store(config.dbPath);
+  const lost = store.markLiveSessionsLost();
+  if (lost.length) logger.warn({ sessionIds: lost }, 'marked sessions of an earlier hearthd lost');
+  const runRoot = join(config.runDir, 'vms');
+  await mkdir(runRoot, { recursive: true });
+  const leftovers = await reconcileRunRoot(runRoot, logger);
+  if (leftovers) logger.warn({ count: leftovers }, 'cleaned up VMs of an earlier hearthd');
+
   const manager = new SessionManager({
-    driver: new QemuDriver({ acceleration }),
+    driver,
     images,
     runRoot,
     logDir: join(config.runDir, 'logs'),
@@ -151,6 +157,40 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
       return closing;
     },
   };
+}
+
+/**
+ * Returns the configured VMM driver. With "firecracker", hearthd refuses to start unless the
+ * binary is on PATH and KVM can boot the guest: it never falls back to QEMU silently.
+ */
+async function chooseDriver(
+  config: HearthdConfig,
+  acceleration: Acceleration,
+  images: GuestImages,
+): Promise<VmmDriver> {
+  if (config.vmm === 'qemu') return new QemuDriver({ acceleration });
+  if (config.vmm !== 'firecracker') {
+    throw new HearthError(
+      'invalid_config',
+      `HEARTH_VMM must be qemu or firecracker, not "${config.vmm}".`,
+    );
+  }
+  const { FirecrackerDriver, firecrackerAvailability } =
+    await import('../vmm/firecracker/index.js');
+  const availability = await firecrackerAvailability({
+    kvmUsable: async () =>
+      acceleration.accelerator === 'kvm'
+        ? { usable: true, reason: acceleration.reason }
+        : probeKvm(config.home, images),
+  });
+  if (!availability.usable) {
+    throw new HearthError(
+      'vmm_unavailable',
+      `HEARTH_VMM=firecracker, but ${availability.reason}. Install Firecracker on a host ` +
+        'whose KVM works, or set HEARTH_VMM=qemu.',
+    );
+  }
+  return new FirecrackerDriver({ logger: config.logger });
 }
 
 function isUnixPath(listen: string): boolean {

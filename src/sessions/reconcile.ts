@@ -17,7 +17,9 @@ export async function reconcileRunRoot(runRoot: string, logger: Logger): Promise
   }
   for (const entry of entries) {
     const runDir = join(runRoot, entry);
-    const pid = await readPid(join(runDir, 'qemu.pid'));
+    // qemu.pid is written at spawn, vmm.pid once any driver has started the VM.
+    const pid =
+      (await readPid(join(runDir, 'vmm.pid'))) ?? (await readPid(join(runDir, 'qemu.pid')));
     if (pid !== null && (await commandLineMentions(pid, runDir))) {
       try {
         process.kill(pid, 'SIGKILL');

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir } from 'node:fs/promises';
+import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AgentClient, type AgentReady } from '../agent/client.js';
 import { HearthError } from '../errors.js';
@@ -79,6 +79,8 @@ export async function bootVm(
       runDir,
       network: network?.device,
     });
+    // Lets a restarted hearthd find and stop this VM's process, whichever driver ran it.
+    await writeFile(join(runDir, 'vmm.pid'), String(vm.pid));
     const agent = new AgentClient(vm.channel);
     const ready = await withTimeout(
       agent.hello(options.env),

@@ -22,21 +22,28 @@ export async function startTestHearthd(
 ): Promise<TestHearthd> {
   const runDir = await mkdtemp(join(tmpdir(), 'hearth-test-'));
   const listen = join(runDir, 'hearthd.sock');
-  const hearthd = await startHearthd({
-    home: hearthHome(),
-    runDir,
-    listen,
-    accel: process.env.HEARTH_ACCEL ?? 'auto',
-    bootTimeoutMs: 120_000,
-    maxQueuedExecutions: 4,
-    logger: pino({ level: process.env.HEARTH_TEST_LOG_LEVEL ?? 'silent' }),
-    dbPath: join(runDir, 'hearth.db'),
-    requireKey: false,
-    defaultLifetimeSeconds: 3600,
-    maxLifetimeSeconds: 86400,
-    maxUploadBytes: 512 * 1024 * 1024,
-    ...overrides,
-  });
+  let hearthd: RunningHearthd;
+  try {
+    hearthd = await startHearthd({
+      home: hearthHome(),
+      runDir,
+      listen,
+      accel: process.env.HEARTH_ACCEL ?? 'auto',
+      vmm: process.env.HEARTH_VMM ?? 'qemu',
+      bootTimeoutMs: 120_000,
+      maxQueuedExecutions: 4,
+      logger: pino({ level: process.env.HEARTH_TEST_LOG_LEVEL ?? 'silent' }),
+      dbPath: join(runDir, 'hearth.db'),
+      requireKey: false,
+      defaultLifetimeSeconds: 3600,
+      maxLifetimeSeconds: 86400,
+      maxUploadBytes: 512 * 1024 * 1024,
+      ...overrides,
+    });
+  } catch (error) {
+    await rm(runDir, { recursive: true, force: true });
+    throw error;
+  }
   return {
     target: { socketPath: listen },
     hearthd,

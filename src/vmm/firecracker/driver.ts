@@ -106,7 +106,9 @@ export class FirecrackerDriver implements VmmDriver {
       await api.putMachineConfig({ vcpu_count: spec.cpuCount, mem_size_mib: spec.memoryMib });
       await api.putBootSource({
         kernel_image_path: inVmm('vmlinux'),
-        boot_args: firecrackerBootArgs(this.agentPort),
+        boot_args: [firecrackerBootArgs(this.agentPort), ...(spec.network?.kernelArgs ?? [])].join(
+          ' ',
+        ),
       });
       await api.putDrive({
         drive_id: 'rootfs',
@@ -120,11 +122,13 @@ export class FirecrackerDriver implements VmmDriver {
         is_root_device: false,
         is_read_only: false,
       });
-      if (spec.tapDevice) {
+      const tapDevice = spec.tapDevice ?? spec.network?.tapDevice;
+      const guestMac = spec.guestMac ?? spec.network?.macAddress;
+      if (tapDevice) {
         await api.putNetworkInterface({
           iface_id: 'eth0',
-          host_dev_name: spec.tapDevice,
-          ...(spec.guestMac ? { guest_mac: spec.guestMac } : {}),
+          host_dev_name: tapDevice,
+          ...(guestMac ? { guest_mac: guestMac } : {}),
         });
       }
       await api.putVsock({ guest_cid: GUEST_CID, uds_path: vsockUdsPath });
