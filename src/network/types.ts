@@ -21,6 +21,8 @@ export interface VmNetwork {
   policy: EgressPolicy;
   /** Removes the TAP, rules and DNS pins. Idempotent. */
   detach(): Promise<void>;
+  /** Connection attempts the policy refused so far (see NetworkService.deniedConnections). */
+  deniedConnections(): Promise<number>;
 }
 
 /** Gives VMs their network. hearthd runs without one when egress is disabled. */
@@ -30,4 +32,6 @@ export interface NetworkService {
   reconcile(): Promise<void>;
   /** Removes everything this service created. */
   close(): Promise<void>;
+  /** Connection attempts of a VM that its policy refused; 0 for an unknown VM. */
+  deniedConnections(vmId: string): Promise<number>;
 }
