@@ -7,6 +7,7 @@ User processes live in the cgroup /sys/fs/cgroup/user, whose memory and pid limi
 fork bomb or an allocation storm away from the agent.
 """
 
+import base64
 import json
 import os
 import signal
@@ -79,11 +80,22 @@ class Agent:
             )
 
     def hello(self, call_id, request):
+        """Answers the host's greeting. A VM from the warm pool or a snapshot is greeted
+        again when a session claims it: the clock, the session's env and the random state
+        are refreshed then, because they must not be the template's."""
         wall_clock_ns = request.get("wall_clock_ns")
         if isinstance(wall_clock_ns, int):
             time.clock_settime_ns(time.CLOCK_REALTIME, wall_clock_ns)
-        self.session_env.update({str(k): str(v) for k, v in request.get("env", {}).items()})
-        self.python.start()
+        entropy = request.get("entropy")
+        if entropy:
+            reseed_kernel_random(base64.b64decode(entropy))
+        env = {str(k): str(v) for k, v in request.get("env", {}).items()}
+        self.session_env.update(env)
+        self.bash.apply_session_env(env)
+        if self.python.running():
+            self.python.refresh(env)
+        else:
+            self.python.start()
         with open("/proc/uptime") as uptime:
             uptime_seconds = float(uptime.read().split()[0])
         self.send_json(
@@ -120,6 +132,20 @@ class Agent:
             # the moment the reply arrives.
             self.exec_lock.release()
         self.send_json(reply[0], call_id, reply[1])
+
+
+# RNDRESEEDCRNG from <linux/random.h>: reseeds the kernel's CRNG from its input pool now.
+RNDRESEEDCRNG = 0x5207
+
+
+def reseed_kernel_random(seed):
+    """Mixes host entropy into the guest kernel's pool and reseeds its CRNG at once, so VMs
+    restored from one snapshot stop sharing random state."""
+    import fcntl
+
+    with open("/dev/urandom", "wb", buffering=0) as pool:
+        pool.write(seed)
+        fcntl.ioctl(pool.fileno(), RNDRESEEDCRNG)
 
 
 def base_environment():

@@ -120,6 +120,15 @@ class CallContext:
         return False
 
 
+def refresh(settings):
+    """Takes on a new session's env and reseeds the random module, for a kernel that was
+    started before its session existed (warm pool, snapshot)."""
+    os.environ.update(settings.get("env") or {})
+    if "random" in sys.modules:
+        sys.modules["random"].seed()
+    return {"status": "ok"}
+
+
 def main():
     join_cgroup()
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -131,6 +140,9 @@ def main():
             request = read_request(requests)
             if request is None:
                 return
+            if "refresh" in request:
+                write_reply(replies, refresh(request["refresh"]))
+                continue
             with CallContext(request):
                 reply = kernel.run(request)
         except KeyboardInterrupt as error:

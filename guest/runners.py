@@ -117,6 +117,17 @@ class PythonRunner:
             if self.process is None or self.process.poll() is not None:
                 self._spawn()
 
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+    def refresh(self, env):
+        """Applies a claiming session's env to the running kernel and reseeds its random
+        module, without restarting it."""
+        with self.lock:
+            body = json.dumps({"refresh": {"env": env}}).encode()
+            os.write(self.request_fd, struct.pack(">I", len(body)) + body)
+            read_reply(self.reply_fd)
+
     def _spawn(self):
         procs_path = self.cgroups.create("python")
         if procs_path:
@@ -296,6 +307,11 @@ class BashRunner:
         self.cwd = None
         self.exports = None
         self.lingering = []
+
+    def apply_session_env(self, env):
+        """Adds a claiming session's env to the exports that the next call starts with."""
+        if self.exports is not None:
+            self.exports.update(env)
 
     def run(self, request, emit):
         check_cwd(request)

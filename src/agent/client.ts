@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Duplex, Readable } from 'node:stream';
 import { HearthError } from '../errors.js';
 import {
@@ -76,10 +77,15 @@ export class AgentClient implements FrameChannel {
     channel.on('close', () => this.fail(new Error('the agent channel closed')));
   }
 
+  /**
+   * Greets the agent with the host's clock, the session's env and fresh entropy. A VM that
+   * was started before its session (warm pool, snapshot) is greeted again when claimed.
+   */
   async hello(env: Record<string, string>): Promise<AgentReady> {
     const frame = await this.request(FrameType.hello, {
       wall_clock_ns: Date.now() * 1_000_000,
       env,
+      entropy: randomBytes(64).toString('base64'),
     });
     return JSON.parse(frame.payload.toString()) as AgentReady;
   }

@@ -128,7 +128,11 @@ export const Session = z.object({
   created_at: z.string(),
   expires_at: z.string(),
   accelerator: z.string().nullable(),
-  boot_ms: z.number().nullable(),
+  boot_ms: z.number().nullable().describe('from the create call to the agent answering'),
+  start_path: z
+    .enum(['pool', 'snapshot', 'boot'])
+    .nullable()
+    .describe('taken from the warm pool, restored from a snapshot, or booted'),
   kernel_release: z.string().nullable(),
   egress: EgressPolicy.nullable().describe('the policy in effect; null when the VM has no network'),
 });

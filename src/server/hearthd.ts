@@ -6,8 +6,15 @@ import { pino, type Logger } from 'pino';
 import { LIMITS } from '../api/schema.js';
 import { createApiHandler, DEFAULT_MAX_UPLOAD_BYTES } from '../api/server.js';
 import { Store } from '../store/db.js';
+import { WarmPool } from '../sessions/pool.js';
+import { SnapshotStore } from '../sessions/snapshots.js';
+import { bootVm } from '../sessions/vm.js';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { HearthError } from '../errors.js';
 import { findImages } from '../image/index.js';
+import { egressConfigFromEnv, type EgressConfig } from '../network/config.js';
+import type { NetworkService } from '../network/types.js';
 import { reconcileRunRoot } from '../sessions/reconcile.js';
 import { SessionManager } from '../sessions/manager.js';
 import { chooseAcceleration, probeKvm } from '../vmm/accel.js';
@@ -36,6 +43,14 @@ export interface HearthdConfig {
   defaultLifetimeSeconds: number;
   maxLifetimeSeconds: number;
   maxUploadBytes: number;
+  /** VM network and egress policy (HEARTH_EGRESS=on); without it VMs have no NIC. */
+  egress?: EgressConfig | null;
+  /** Idle VMs of the default shape kept ready; 0 turns the warm pool off. */
+  poolSize: number;
+  /** Restore sessions from snapshots instead of booting them (QEMU only). */
+  snapshots: boolean;
+  /** Where snapshots are kept; they are large, and valid only for the current images. */
+  snapshotDir: string;
 }
 
 // A TCG boot takes a few seconds alone, and several boots at once on a small host share
@@ -62,6 +77,10 @@ export function configFromEnv(home: string): HearthdConfig {
     ),
     maxLifetimeSeconds: numberFromEnv('HEARTH_MAX_LIFETIME_SECONDS', LIMITS.lifetimeSeconds.max),
     maxUploadBytes: numberFromEnv('HEARTH_MAX_UPLOAD_BYTES', DEFAULT_MAX_UPLOAD_BYTES),
+    egress: egressConfigFromEnv(process.env),
+    poolSize: process.env.HEARTH_POOL_SIZE === '0' ? 0 : numberFromEnv('HEARTH_POOL_SIZE', 1),
+    snapshots: process.env.HEARTH_SNAPSHOTS !== '0',
+    snapshotDir: process.env.HEARTH_SNAPSHOT_DIR ?? join(home, 'snapshots'),
   };
 }
 
@@ -78,6 +97,8 @@ function numberFromEnv(name: string, fallback: number): number {
 export interface RunningHearthd {
   server: Server;
   manager: SessionManager;
+  snapshots?: SnapshotStore;
+  pool?: WarmPool;
   acceleration: Acceleration;
   /** Closes every session and the listener. Idempotent. */
   close(): Promise<void>;
@@ -110,8 +131,13 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
   await mkdir(runRoot, { recursive: true });
   const leftovers = await reconcileRunRoot(runRoot, logger);
   if (leftovers) logger.warn({ count: leftovers }, 'cleaned up VMs of an earlier hearthd');
+  // After the VMs of an earlier hearthd are gone, their TAPs and nft rules can go too.
+  const network = config.egress ? await startNetwork(config.egress, logger) : undefined;
 
+  const { snapshots, pool } = await startFastPaths(config, driver, images, runRoot, acceleration);
   const manager = new SessionManager({
+    snapshots,
+    pool,
     driver,
     images,
     runRoot,
@@ -119,6 +145,7 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
     bootTimeoutMs: config.bootTimeoutMs,
     maxQueuedExecutions: config.maxQueuedExecutions,
     store,
+    network,
   });
   const server = createServer(
     createApiHandler({
@@ -141,11 +168,14 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
   return {
     server,
     manager,
+    snapshots,
+    pool,
     acceleration,
     close: () => {
       closing ??= (async () => {
         server.close();
         await manager.shutdown();
+        await network?.close();
         server.closeAllConnections();
         store.close();
         if (isUnixPath(config.listen)) {
@@ -157,6 +187,69 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
       return closing;
     },
   };
+}
+
+/** The shape most sessions ask for: the API's defaults. */
+export const DEFAULT_SHAPE = {
+  cpuCount: LIMITS.cpuCount.default,
+  memoryMib: LIMITS.memoryMib.default,
+  diskMib: LIMITS.diskMib.default,
+};
+
+/**
+ * Sets up snapshots and the warm pool, which need QEMU and VMs without a network device.
+ * The default shape's snapshot is made in the background, then the pool fills from it.
+ */
+async function startFastPaths(
+  config: HearthdConfig,
+  driver: VmmDriver,
+  images: GuestImages,
+  runRoot: string,
+  acceleration: Acceleration,
+): Promise<{ snapshots?: SnapshotStore; pool?: WarmPool }> {
+  if (!(driver instanceof QemuDriver)) return {};
+  const { logger } = config;
+  const bootOptions = {
+    runRoot,
+    logDir: join(config.runDir, 'logs'),
+    bootTimeoutMs: config.bootTimeoutMs,
+  };
+  let snapshots: SnapshotStore | undefined;
+  if (config.snapshots) {
+    const { stdout } = await promisify(execFile)('qemu-system-x86_64', ['--version']);
+    snapshots = new SnapshotStore({
+      dir: config.snapshotDir,
+      driver,
+      images,
+      vmmIdentity: `${stdout.split('\n')[0]} ${acceleration.accelerator}`,
+      ...bootOptions,
+      logger,
+    });
+    await snapshots.removeStale();
+  }
+  if (config.poolSize === 0) {
+    if (snapshots) void snapshots.ensure(DEFAULT_SHAPE);
+    return { snapshots };
+  }
+  const pool = new WarmPool({
+    size: config.poolSize,
+    shape: DEFAULT_SHAPE,
+    logger,
+    startVm: async () => {
+      if (snapshots && (await snapshots.has(DEFAULT_SHAPE))) {
+        try {
+          return { booted: await snapshots.restore(DEFAULT_SHAPE, {}), path: 'snapshot' };
+        } catch {
+          // fall back to a boot below
+        }
+      }
+      const booted = await bootVm(driver, images, { ...DEFAULT_SHAPE, env: {}, ...bootOptions });
+      return { booted, path: 'boot' };
+    },
+  });
+  if (snapshots) void snapshots.ensure(DEFAULT_SHAPE).then(() => pool.refill());
+  else pool.refill();
+  return { snapshots, pool };
 }
 
 /**
@@ -191,6 +284,14 @@ async function chooseDriver(
     );
   }
   return new FirecrackerDriver({ logger: config.logger });
+}
+
+/** Creates the egress service and removes what an earlier hearthd left; loaded lazily. */
+async function startNetwork(config: EgressConfig, logger: Logger): Promise<NetworkService> {
+  const { EgressService } = await import('../network/service.js');
+  const network = await EgressService.create(config, logger);
+  await network.reconcile();
+  return network;
 }
 
 function isUnixPath(listen: string): boolean {

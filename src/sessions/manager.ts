@@ -6,6 +6,8 @@ import type { FileListing } from '../agent/files.js';
 import type { EgressPolicy, NetworkService } from '../network/types.js';
 import type { SessionRecord, Store } from '../store/db.js';
 import type { VmmDriver } from '../vmm/types.js';
+import type { WarmPool } from './pool.js';
+import type { SnapshotStore } from './snapshots.js';
 import { bootVm, type BootedVm, type VmImages } from './vm.js';
 
 //  A session's states:
@@ -18,6 +20,8 @@ import { bootVm, type BootedVm, type VmImages } from './vm.js';
 //                 ▼
 //              closed
 export type SessionState = 'booting' | 'ready' | 'busy' | 'closing' | 'closed' | 'failed';
+
+export type StartPath = 'pool' | 'snapshot' | 'boot';
 
 export type CloseReason = 'closed' | 'expired' | 'vm_exited' | 'shutdown' | 'lost';
 
@@ -63,7 +67,10 @@ export interface SessionInfo {
   createdAt: Date;
   expiresAt: Date;
   accelerator: string | null;
+  /** From the create call to the agent's answer, whichever path started the VM. */
   bootMs: number | null;
+  /** How the VM started: taken from the warm pool, restored from a snapshot, or booted. */
+  startPath: StartPath | null;
   kernelRelease: string | null;
   /** The egress policy in effect; null when the VM has no network device. */
   egress: EgressPolicy | null;
@@ -83,6 +90,10 @@ export interface ManagerOptions {
   network?: NetworkService;
   /** Durable session records, so a restarted hearthd can answer for old sessions. */
   store: Store;
+  /** Idle VMs of one shape, ready to hand out. */
+  pool?: WarmPool;
+  /** Snapshots to restore sessions from instead of booting. */
+  snapshots?: SnapshotStore;
 }
 
 function notFound(id: string): HearthError {
@@ -123,6 +134,7 @@ function infoFromRecord(record: SessionRecord): SessionInfo {
     expiresAt: new Date(record.expiresAt),
     accelerator: null,
     bootMs: null,
+    startPath: null,
     kernelRelease: null,
     egress: null,
   };
@@ -149,6 +161,8 @@ class Session {
   queue: Promise<unknown> = Promise.resolve();
   queuedCount = 0;
   lifetimeTimer: NodeJS.Timeout | null = null;
+  startPath: StartPath | null = null;
+  startMs: number | null = null;
   closing: Promise<void> | null = null;
 
   constructor(
@@ -172,7 +186,8 @@ class Session {
       createdAt: this.createdAt,
       expiresAt: this.expiresAt,
       accelerator: this.booted?.vm.accelerator ?? null,
-      bootMs: this.booted ? Math.round(this.booted.bootMs) : null,
+      bootMs: this.startMs === null ? null : Math.round(this.startMs),
+      startPath: this.startPath,
       kernelRelease: this.booted?.ready.kernel_release ?? null,
       egress: this.booted?.network?.policy ?? null,
     };
@@ -220,15 +235,11 @@ export class SessionManager {
       optionsJson: JSON.stringify({ ...options, env: Object.keys(options.env) }),
     });
 
-    const boot = bootVm(this.options.driver, this.options.images, {
-      cpuCount: options.cpuCount,
-      memoryMib: options.memoryMib,
-      diskMib: options.diskMib,
-      env: options.env,
-      runRoot: this.options.runRoot,
-      logDir: this.options.logDir,
-      bootTimeoutMs: this.options.bootTimeoutMs,
-      attachNetwork: network ? (vmId) => network.attach(vmId, egress) : undefined,
+    const startedAt = performance.now();
+    const boot = this.startVm(options, egress).then(({ booted, path }) => {
+      session.startPath = path;
+      session.startMs = performance.now() - startedAt;
+      return booted;
     });
     session.boot = boot;
     try {
@@ -254,6 +265,53 @@ export class SessionManager {
       }
     });
     return session.info();
+  }
+
+  /**
+   * Starts a session's VM by the fastest path that fits: a warm pool VM, a snapshot
+   * restore, or a fresh boot. Pool and snapshot VMs have no network device, so a hearthd
+   * with a network service always boots. A snapshot that fails to restore falls back to a
+   * boot; a boot of a shape without a snapshot makes one in the background.
+   */
+  private async startVm(
+    options: SessionOptions,
+    egress: EgressPolicy,
+  ): Promise<{ booted: BootedVm; path: StartPath }> {
+    const { pool, snapshots, network } = this.options;
+    const shape = {
+      cpuCount: options.cpuCount,
+      memoryMib: options.memoryMib,
+      diskMib: options.diskMib,
+    };
+    if (!network && pool?.fits(shape)) {
+      const pooled = pool.take();
+      if (pooled) {
+        try {
+          // The second greeting gives the VM this session's env, the clock and new entropy.
+          pooled.ready = await pooled.agent.hello(options.env);
+          return { booted: pooled, path: 'pool' };
+        } catch {
+          await pooled.destroy();
+        }
+      }
+    }
+    if (!network && snapshots && (await snapshots.has(shape))) {
+      try {
+        return { booted: await snapshots.restore(shape, options.env), path: 'snapshot' };
+      } catch {
+        // restore() deleted the broken snapshot; boot, and rebuild it below.
+      }
+    }
+    const booted = await bootVm(this.options.driver, this.options.images, {
+      ...shape,
+      env: options.env,
+      runRoot: this.options.runRoot,
+      logDir: this.options.logDir,
+      bootTimeoutMs: this.options.bootTimeoutMs,
+      attachNetwork: network ? (vmId) => network.attach(vmId, egress) : undefined,
+    });
+    if (!network && snapshots) void snapshots.ensure(shape);
+    return { booted, path: 'boot' };
   }
 
   /** Returns a session of this owner, live or ended; another owner's is not found. */
@@ -382,6 +440,7 @@ export class SessionManager {
   /** Closes every session; later create calls are rejected. Idempotent. */
   shutdown(): Promise<void> {
     this.shuttingDown ??= (async () => {
+      await this.options.pool?.close();
       const sessions = [...this.sessions.values()];
       await Promise.allSettled(sessions.map((session) => this.closeSession(session, 'shutdown')));
     })();

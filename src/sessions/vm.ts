@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
+import { execFile } from 'node:child_process';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { AgentClient, type AgentReady } from '../agent/client.js';
 import { HearthError } from '../errors.js';
 import { createScratchDisk } from '../storage/scratch.js';
-import { removeRunDir } from '../vmm/qemu.js';
+import { removeRunDir, type QemuVmSpec } from '../vmm/qemu.js';
 import type { RunningVm, VmmDriver } from '../vmm/types.js';
 import type { VmNetwork } from '../network/types.js';
 
@@ -25,6 +27,17 @@ export interface BootOptions {
   bootTimeoutMs: number;
   /** Gives the VM a network device before it boots; without it the VM has none. */
   attachNetwork?: (vmId: string) => Promise<VmNetwork>;
+  /** Starts from a snapshot, or makes a snapshot template; QEMU only. */
+  snapshot?: {
+    /** Guest RAM file: shared for a template, mapped copy-on-write for a restore. */
+    memoryFile: { path: string; shared: boolean };
+    /** Device state to restore; absent for a template, which boots. */
+    statePath?: string;
+    /** Scratch disk to copy instead of making a new one, matching the saved guest. */
+    scratchTemplate?: string;
+    /** Where the template's scratch disk goes instead of the run directory. */
+    scratchPath?: string;
+  };
 }
 
 /** A VM whose agent has answered, with the time it took to get there. */
@@ -51,7 +64,7 @@ export async function bootVm(
 ): Promise<BootedVm> {
   const vmId = newVmId();
   const runDir = join(options.runRoot, vmId);
-  const scratchPath = join(runDir, 'scratch.ext4');
+  const scratchPath = options.snapshot?.scratchPath ?? join(runDir, 'scratch.ext4');
   const startedAt = performance.now();
   let vm: RunningVm | null = null;
   let network: VmNetwork | null = null;
@@ -67,9 +80,13 @@ export async function bootVm(
 
   try {
     await mkdir(runDir, { recursive: true });
-    await createScratchDisk(scratchPath, options.diskMib);
+    if (options.snapshot?.scratchTemplate) {
+      await copySparse(options.snapshot.scratchTemplate, scratchPath);
+    } else {
+      await createScratchDisk(scratchPath, options.diskMib);
+    }
     if (options.attachNetwork) network = await options.attachNetwork(vmId);
-    vm = await driver.start({
+    const spec: QemuVmSpec = {
       vmId,
       kernelPath: images.kernelPath,
       rootfsPath: images.rootfsPath,
@@ -78,7 +95,10 @@ export async function bootVm(
       memoryMib: options.memoryMib,
       runDir,
       network: network?.device,
-    });
+      memoryFile: options.snapshot?.memoryFile,
+      incomingStatePath: options.snapshot?.statePath,
+    };
+    vm = await driver.start(spec);
     // Lets a restarted hearthd find and stop this VM's process, whichever driver ran it.
     await writeFile(join(runDir, 'vmm.pid'), String(vm.pid));
     const agent = new AgentClient(vm.channel);
@@ -141,4 +161,11 @@ async function withTimeout<T>(
   } finally {
     clearTimeout(timer);
   }
+}
+
+const execFileAsync = promisify(execFile);
+
+/** Copies a sparse disk image without filling its holes, so the copy costs what is used. */
+async function copySparse(source: string, target: string): Promise<void> {
+  await execFileAsync('cp', ['--sparse=always', source, target]);
 }

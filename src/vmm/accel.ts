@@ -25,7 +25,7 @@ export interface ProbeOptions {
 /**
  * Picks KVM when a trial boot of the real guest under KVM reaches the agent, and TCG
  * otherwise. The existence of /dev/kvm proves nothing: some hosts expose a KVM that cannot
- * boot a Linux kernel. The verdict is cached per guest image, QEMU version and host kernel.
+ * boot a Linux kernel. The verdict is cached per guest kernel, QEMU version and host kernel.
  */
 export async function chooseAcceleration(options: ProbeOptions): Promise<Acceleration> {
   const tscKhz = await hostTscKhz();
@@ -87,10 +87,12 @@ export async function probeKvm(
   }
 }
 
-async function probeKey(images: { kernelHash: string; rootfsHash: string }): Promise<string> {
+/** Keys the cached verdict. Whether KVM can run the guest depends on the guest kernel, QEMU
+ * and the host, not on the root filesystem, so a rootfs rebuild keeps the verdict. */
+async function probeKey(images: { kernelHash: string }): Promise<string> {
   const { stdout } = await execFileAsync('qemu-system-x86_64', ['--version']);
   return createHash('sha256')
-    .update([images.kernelHash, images.rootfsHash, stdout.split('\n')[0], release()].join('\n'))
+    .update([images.kernelHash, stdout.split('\n')[0], release()].join('\n'))
     .digest('hex');
 }
 

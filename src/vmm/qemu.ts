@@ -4,6 +4,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { HearthError } from '../errors.js';
+import { pollQmp, QmpClient } from './qmp.js';
 import type { RunningVm, VmExit, VmSpec, VmmDriver } from './types.js';
 
 /** How the VMs of one hearthd run: the accelerator picked by the probe, and why. */
@@ -21,7 +22,31 @@ export interface QemuDriverOptions {
   socketTimeoutMs?: number;
 }
 
+/** A VmSpec with QEMU's snapshot settings. */
+export interface QemuVmSpec extends VmSpec {
+  /**
+   * Backs guest RAM with this file. Shared: the guest's writes reach the file, as a snapshot
+   * template needs. Private: the file is mapped copy-on-write, so VMs restored from one
+   * snapshot share its unchanged pages and never see each other's writes.
+   */
+  memoryFile?: { path: string; shared: boolean };
+  /** Restores the device state saved in this file instead of booting; RAM comes from
+   * memoryFile. */
+  incomingStatePath?: string;
+}
+
+/** A QEMU VM, which can save its device state for snapshots. */
+export interface QemuVm extends RunningVm {
+  /**
+   * Pauses the VM and writes its device state to statePath. RAM is not written: it is
+   * already in the shared memory file. The VM stays paused.
+   */
+  saveState(statePath: string): Promise<void>;
+}
+
 export const AGENT_PORT_NAME = 'hearth.agent';
+// Saving or loading device state moves well under a megabyte; 30 s means QEMU is stuck.
+const MIGRATION_TIMEOUT_MS = 30_000;
 // QEMU creates its listening socket within milliseconds of starting; a slow disk or a loaded
 // host can stretch that, but 10 s without it means QEMU failed.
 const DEFAULT_SOCKET_TIMEOUT_MS = 10_000;
@@ -52,7 +77,7 @@ export function kernelCommandLine(acceleration: Acceleration, extraArgs: string[
   return args.join(' ');
 }
 
-export function qemuArguments(spec: VmSpec, acceleration: Acceleration): string[] {
+export function qemuArguments(spec: QemuVmSpec, acceleration: Acceleration): string[] {
   const accel =
     acceleration.accelerator === 'kvm'
       ? ['-accel', 'kvm', '-cpu', 'host']
@@ -65,9 +90,18 @@ export function qemuArguments(spec: VmSpec, acceleration: Acceleration): string[
         `virtio-net-device,netdev=net0,mac=${spec.network.macAddress}`,
       ]
     : [];
+  const memory = spec.memoryFile
+    ? [
+        '-object',
+        `memory-backend-file,id=mem,size=${spec.memoryMib}M,mem-path=${spec.memoryFile.path},` +
+          `share=${spec.memoryFile.shared ? 'on' : 'off'}`,
+      ]
+    : [];
+  const machine = `microvm,x-option-roms=off,rtc=on,acpi=off${spec.memoryFile ? ',memory-backend=mem' : ''}`;
   return [
     '-M',
-    'microvm,x-option-roms=off,rtc=on,acpi=off',
+    machine,
+    ...memory,
     ...accel,
     '-smp',
     String(spec.cpuCount),
@@ -98,9 +132,19 @@ export function qemuArguments(spec: VmSpec, acceleration: Acceleration): string[
     '-device',
     `virtserialport,chardev=agent,name=${AGENT_PORT_NAME}`,
     ...network,
+    '-device',
+    // Free pages go back to the host, so an idle VM holds only the memory it uses.
+    'virtio-balloon-device,free-page-reporting=on',
     '-serial',
     `file:${join(spec.runDir, 'console.log')}`,
+    '-qmp',
+    `unix:${qmpSocketPath(spec)},server=on,wait=off`,
+    ...(spec.incomingStatePath ? ['-incoming', 'defer'] : []),
   ];
+}
+
+export function qmpSocketPath(spec: VmSpec): string {
+  return join(spec.runDir, 'qmp.sock');
 }
 
 export function agentSocketPath(spec: VmSpec): string {
@@ -112,7 +156,7 @@ export class QemuDriver implements VmmDriver {
 
   constructor(private readonly options: QemuDriverOptions) {}
 
-  async start(spec: VmSpec): Promise<RunningVm> {
+  async start(spec: QemuVmSpec): Promise<QemuVm> {
     await mkdir(spec.runDir, { recursive: true });
     const logFd = openSync(join(spec.runDir, 'qemu.log'), 'w');
     const child = spawn(
@@ -141,6 +185,7 @@ export class QemuDriver implements VmmDriver {
         exited,
         this.options.socketTimeoutMs ?? DEFAULT_SOCKET_TIMEOUT_MS,
       );
+      if (spec.incomingStatePath) await loadState(spec, spec.incomingStatePath);
     } catch (error) {
       child.kill('SIGKILL');
       await exited;
@@ -159,7 +204,63 @@ export class QemuDriver implements VmmDriver {
         stopping ??= stopProcess(child.pid!, exited, channel, graceMs);
         return stopping;
       },
+      saveState: (statePath) => saveState(spec, statePath),
     };
+  }
+}
+
+/** Paths reach QEMU's exec: migration through /bin/sh, so they must not need quoting. */
+function shellSafePath(path: string): string {
+  if (!/^[\w./+-]+$/.test(path)) {
+    throw new HearthError(
+      'invalid_config',
+      `The snapshot path ${path} has characters QEMU's exec: cannot take.`,
+    );
+  }
+  return path;
+}
+
+async function saveState(spec: VmSpec, statePath: string): Promise<void> {
+  const qmp = await QmpClient.connect(qmpSocketPath(spec));
+  try {
+    await qmp.execute('stop');
+    await qmp.execute('migrate-set-capabilities', {
+      capabilities: [{ capability: 'x-ignore-shared', state: true }],
+    });
+    await qmp.execute('migrate', { uri: `exec:cat > ${shellSafePath(statePath)}` });
+    const done = await pollQmp<{ status?: string; 'error-desc'?: string }>(
+      qmp,
+      'query-migrate',
+      (answer) => answer.status === 'completed' || answer.status === 'failed',
+      MIGRATION_TIMEOUT_MS,
+    );
+    if (done.status !== 'completed') {
+      throw new HearthError('snapshot_failed', `QEMU could not save the VM: ${done['error-desc']}`);
+    }
+  } finally {
+    qmp.close();
+  }
+}
+
+async function loadState(spec: VmSpec, statePath: string): Promise<void> {
+  const qmp = await QmpClient.connect(qmpSocketPath(spec));
+  try {
+    await qmp.execute('migrate-set-capabilities', {
+      capabilities: [{ capability: 'x-ignore-shared', state: true }],
+    });
+    await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellSafePath(statePath)}` });
+    const status = await pollQmp<{ status: string }>(
+      qmp,
+      'query-status',
+      (answer) => answer.status !== 'inmigrate',
+      MIGRATION_TIMEOUT_MS,
+    );
+    if (status.status !== 'paused') {
+      throw new HearthError('snapshot_failed', `Restoring the VM left it ${status.status}.`);
+    }
+    await qmp.execute('cont');
+  } finally {
+    qmp.close();
   }
 }
 

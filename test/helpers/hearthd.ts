@@ -38,6 +38,9 @@ export async function startTestHearthd(
       defaultLifetimeSeconds: 3600,
       maxLifetimeSeconds: 86400,
       maxUploadBytes: 512 * 1024 * 1024,
+      poolSize: 0,
+      snapshots: false,
+      snapshotDir: join(runDir, 'snapshots'),
       ...overrides,
     });
   } catch (error) {

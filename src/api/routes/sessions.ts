@@ -163,6 +163,7 @@ export function sessionJson(info: SessionInfo): Session {
     expires_at: info.expiresAt.toISOString(),
     accelerator: info.accelerator,
     boot_ms: info.bootMs,
+    start_path: info.startPath,
     kernel_release: info.kernelRelease,
     egress: info.egress && {
       allow_domains: info.egress.allowDomains,

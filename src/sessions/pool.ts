@@ -1,0 +1,101 @@
+import type { Logger } from 'pino';
+import type { VmShape } from './snapshots.js';
+import type { BootedVm } from './vm.js';
+
+export interface WarmPoolOptions {
+  /** VMs kept ready; 0 turns the pool off. */
+  size: number;
+  shape: VmShape;
+  /** Starts one VM for the pool, from a snapshot when there is one. */
+  startVm: () => Promise<{ booted: BootedVm; path: 'snapshot' | 'boot' }>;
+  logger: Logger;
+}
+
+// After a failed start, wait this long before trying again, so a broken image does not spin.
+const RETRY_DELAY_MS = 5_000;
+
+/**
+ * Keeps `size` idle VMs of one shape ready and refills in the background. take() hands each
+ * VM out at most once: it is removed from the pool before it is returned.
+ */
+export class WarmPool {
+  private readonly ready: BootedVm[] = [];
+  private starting = 0;
+  private closed = false;
+  private retryTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly options: WarmPoolOptions) {}
+
+  get shape(): VmShape {
+    return this.options.shape;
+  }
+
+  get idleCount(): number {
+    return this.ready.length;
+  }
+
+  fits(shape: VmShape): boolean {
+    const own = this.options.shape;
+    return (
+      shape.cpuCount === own.cpuCount &&
+      shape.memoryMib === own.memoryMib &&
+      shape.diskMib === own.diskMib
+    );
+  }
+
+  /** Returns a ready VM, or null when none is idle. */
+  take(): BootedVm | null {
+    const booted = this.ready.shift() ?? null;
+    this.refill();
+    return booted;
+  }
+
+  /** Starts VMs until the pool is full. */
+  refill(): void {
+    while (!this.closed && this.ready.length + this.starting < this.options.size) {
+      this.starting += 1;
+      void this.startOne();
+    }
+  }
+
+  /** Destroys every idle VM and stops refilling. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const idle = this.ready.splice(0);
+    await Promise.allSettled(idle.map((booted) => booted.destroy()));
+  }
+
+  private async startOne(): Promise<void> {
+    try {
+      const { booted, path } = await this.options.startVm();
+      if (this.closed) {
+        await booted.destroy();
+        return;
+      }
+      this.ready.push(booted);
+      // An idle VM that dies is dropped, so take() never returns a dead one.
+      void booted.vm.exited.then(() => {
+        const index = this.ready.indexOf(booted);
+        if (index >= 0) {
+          this.ready.splice(index, 1);
+          this.options.logger.warn({ vmId: booted.vm.vmId }, 'an idle pool VM exited');
+          void booted.destroy();
+          this.refill();
+        }
+      });
+      this.options.logger.info(
+        { vmId: booted.vm.vmId, path, startMs: Math.round(booted.bootMs) },
+        'pool VM ready',
+      );
+    } catch (error) {
+      this.options.logger.warn({ err: (error as Error).message }, 'pool VM failed to start');
+      if (!this.closed) {
+        this.retryTimer = setTimeout(() => this.refill(), RETRY_DELAY_MS);
+        this.retryTimer.unref();
+      }
+    } finally {
+      this.starting -= 1;
+    }
+  }
+}
