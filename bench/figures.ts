@@ -1,4 +1,4 @@
-/** One benchmark figure. A figure with a target says whether this run met it. */
+/** One benchmark figure. A figure with a target records whether this run met it. */
 export interface Figure {
   value: number;
   unit: string;
@@ -16,7 +16,7 @@ export function percentile(samples: number[], fraction: number): number {
   return sorted[Math.max(0, index)]!;
 }
 
-/** A time figure; a target applies to its ratio to the bare boot. */
+/** Builds a time figure. Its target, if any, applies to its ratio to the bare boot. */
 export function figure(
   samples: number[],
   fraction: number,

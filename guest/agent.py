@@ -80,7 +80,7 @@ class Agent:
             )
 
     def hello(self, call_id, request):
-        """Answers the host's greeting. A VM from the warm pool or a snapshot is greeted
+        """Replies to the host's greeting. A VM from the warm pool or a snapshot is greeted
         again when a session claims it: the clock, the session's env and the random state
         are refreshed then, because they must not be the template's."""
         wall_clock_ns = request.get("wall_clock_ns")

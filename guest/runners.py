@@ -54,7 +54,7 @@ class OutputStreams:
             self.emit(frame_type, data[: self.limit_bytes - sent])
 
     def drain(self, fd, frame_type):
-        """Reads what the pipe holds now, without waiting. Returns False at end of file."""
+        """Reads what the pipe contains now, without waiting. Returns False at end of file."""
         while True:
             try:
                 data = os.read(fd, READ_CHUNK_BYTES)

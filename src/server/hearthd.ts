@@ -23,9 +23,9 @@ import type { GuestImages } from '../image/index.js';
 import { QemuDriver, type Acceleration } from '../vmm/qemu.js';
 
 export interface HearthdConfig {
-  /** Where the guest images and the KVM probe's verdict are found. */
+  /** The state directory, with the guest images and the KVM probe's cached verdict. */
   home: string;
-  /** Where VM run directories live; at start, anything left in it is cleaned up. */
+  /** The directory of VM run directories; hearthd cleans up what it finds there at start. */
   runDir: string;
   /** A Unix socket path, or host:port for TCP. */
   listen: string;
@@ -49,7 +49,7 @@ export interface HearthdConfig {
   poolSize: number;
   /** Restore sessions from snapshots instead of booting them (QEMU only). */
   snapshots: boolean;
-  /** Where snapshots are kept; they are large, and valid only for the current images. */
+  /** The snapshot directory. Snapshots are large and valid only for the current images. */
   snapshotDir: string;
 }
 

@@ -67,9 +67,9 @@ export interface SessionInfo {
   createdAt: Date;
   expiresAt: Date;
   accelerator: string | null;
-  /** From the create call to the agent's answer, whichever path started the VM. */
+  /** Milliseconds from the create call to the agent's reply, whichever path started the VM. */
   bootMs: number | null;
-  /** How the VM started: taken from the warm pool, restored from a snapshot, or booted. */
+  /** The path that started the VM: the warm pool, a snapshot restore, or a boot. */
   startPath: StartPath | null;
   kernelRelease: string | null;
   /** The egress policy in effect; null when the VM has no network device. */
@@ -88,7 +88,7 @@ export interface ManagerOptions {
   closedRetentionMs?: number;
   /** Gives VMs a network device with an egress policy; without it VMs have no network. */
   network?: NetworkService;
-  /** Durable session records, so a restarted hearthd can answer for old sessions. */
+  /** Durable session records, so that a restarted hearthd still reports on old sessions. */
   store: Store;
   /** Idle VMs of one shape, ready to hand out. */
   pool?: WarmPool;
@@ -452,7 +452,7 @@ export class SessionManager {
     return session;
   }
 
-  /** Returns the live session, or throws the error that says why it cannot take calls. */
+  /** Returns the live session, or throws the error that explains why it cannot take calls. */
   private usable(id: string, owner: string): Session {
     const session = this.sessions.get(id);
     if (session && this.owned(session, owner)) {

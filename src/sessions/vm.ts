@@ -20,9 +20,9 @@ export interface BootOptions {
   memoryMib: number;
   diskMib: number;
   env: Record<string, string>;
-  /** Where this VM's run directory is created. */
+  /** The parent of this VM's run directory. */
   runRoot: string;
-  /** Where the console and QEMU logs of a VM that failed to boot are kept. */
+  /** The directory that keeps the console and QEMU logs of a VM that failed to boot. */
   logDir: string;
   bootTimeoutMs: number;
   /** Gives the VM a network device before it boots; without it the VM has none. */
@@ -35,19 +35,19 @@ export interface BootOptions {
     statePath?: string;
     /** Scratch disk to copy instead of making a new one, matching the saved guest. */
     scratchTemplate?: string;
-    /** Where the template's scratch disk goes instead of the run directory. */
+    /** The template's scratch disk path, used instead of one in the run directory. */
     scratchPath?: string;
   };
 }
 
-/** A VM whose agent has answered, with the time it took to get there. */
+/** A VM whose agent has replied, with the time it took to get there. */
 export interface BootedVm {
   vm: RunningVm;
   agent: AgentClient;
   ready: AgentReady;
   runDir: string;
   network: VmNetwork | null;
-  /** From starting the VMM process to the agent's first answer. */
+  /** Milliseconds from starting the VMM process to the agent's first reply. */
   bootMs: number;
   /** Stops the VM and removes its run directory and scratch disk. Idempotent. */
   destroy(): Promise<void>;
