@@ -2,7 +2,9 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/', 'node_modules/', 'image/', 'guest/', 'sdk/python/'] },
+  {
+    ignores: ['dist/', 'node_modules/', 'image/', 'guest/', 'sdk/python/', 'sdk/typescript/dist/'],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

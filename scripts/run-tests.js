@@ -3,9 +3,12 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 
-const suites = ['dist/test/unit/', 'dist/test/firecracker/', 'dist/test/vm/'].filter((dir) =>
-  existsSync(dir),
-);
+const suites = [
+  'dist/test/unit/',
+  'dist/test/firecracker/',
+  'dist/test/vm/',
+  'dist/test/sdk/',
+].filter((dir) => existsSync(dir));
 const result = spawnSync(
   process.execPath,
   ['--test', '--test-concurrency=1', '--test-reporter=spec', ...suites],
