@@ -129,8 +129,11 @@ export function createApiHandler(options: ApiOptions) {
       if (error instanceof HearthError) {
         metrics.increment('hearth_api_errors_total', { code: error.code });
       }
+      // A request answered before its body was read, such as an upload over the limit,
+      // closes its connection: the client must not send its next request on a connection
+      // that is still carrying the old body.
+      if (!request.complete && !response.headersSent) response.setHeader('connection', 'close');
       sendError(response, error, logger);
-      // An upload rejected before its body was read must not keep the connection busy.
       if (!request.complete) request.resume();
     } finally {
       logger.info(

@@ -72,7 +72,7 @@ export class DnsProxy {
   }
 
   static async start(options: DnsProxyOptions): Promise<DnsProxy> {
-    const udp = createSocket({ type: 'udp4', reuseAddr: true });
+    const udp = createSocket('udp4');
     const tcp = createServer();
     const proxy = new DnsProxy(options, udp, tcp);
     udp.on(

@@ -441,6 +441,7 @@ export class SessionManager {
   shutdown(): Promise<void> {
     this.shuttingDown ??= (async () => {
       await this.options.pool?.close();
+      await this.options.snapshots?.close();
       const sessions = [...this.sessions.values()];
       await Promise.allSettled(sessions.map((session) => this.closeSession(session, 'shutdown')));
     })();

@@ -20,6 +20,7 @@ const RETRY_DELAY_MS = 5_000;
  */
 export class WarmPool {
   private readonly ready: BootedVm[] = [];
+  private readonly inFlight = new Set<Promise<void>>();
   private starting = 0;
   private closed = false;
   private retryTimer: NodeJS.Timeout | null = null;
@@ -54,14 +55,17 @@ export class WarmPool {
   refill(): void {
     while (!this.closed && this.ready.length + this.starting < this.options.size) {
       this.starting += 1;
-      void this.startOne();
+      const start = this.startOne().finally(() => this.inFlight.delete(start));
+      this.inFlight.add(start);
     }
   }
 
-  /** Destroys every idle VM and stops refilling. */
+  /** Stops refilling and destroys every idle VM, waiting for VMs still starting. */
   async close(): Promise<void> {
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    // A VM that finishes starting after this point destroys itself in startOne().
+    await Promise.allSettled([...this.inFlight]);
     const idle = this.ready.splice(0);
     await Promise.allSettled(idle.map((booted) => booted.destroy()));
   }

@@ -59,6 +59,7 @@ const RESTORE_TIMEOUT_MS = 10_000;
 
 export class SnapshotStore {
   private readonly building = new Map<string, Promise<boolean>>();
+  private closed = false;
   private readonly root: string;
 
   constructor(private readonly options: SnapshotStoreOptions) {
@@ -83,6 +84,13 @@ export class SnapshotStore {
       .slice(0, 16);
   }
 
+  /** Waits for snapshot builds in progress, whose template VMs must not outlive hearthd,
+   * and starts no more. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([...this.building.values()]);
+  }
+
   /** Returns whether a complete snapshot for the shape exists. */
   async has(shape: VmShape): Promise<boolean> {
     return (await this.readMeta(this.files(this.key(shape)))) !== null;
@@ -95,6 +103,7 @@ export class SnapshotStore {
   ensure(shape: VmShape): Promise<boolean> {
     const key = this.key(shape);
     let build = this.building.get(key);
+    if (!build && this.closed) return Promise.resolve(false);
     if (!build) {
       build = this.build(key, shape).finally(() => this.building.delete(key));
       this.building.set(key, build);

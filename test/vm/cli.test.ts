@@ -25,7 +25,11 @@ describe('hearth CLI', () => {
       execFile(
         process.execPath,
         [CLI, ...args],
-        { env: { ...process.env, HEARTH_HOME: home }, timeout: 300_000 },
+        {
+          // Without a warm pool, the only VM is the session's, so "nothing left" is exact.
+          env: { ...process.env, HEARTH_HOME: home, HEARTH_POOL_SIZE: '0', HEARTH_SNAPSHOTS: '0' },
+          timeout: 300_000,
+        },
         (error, stdout, stderr) => {
           const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
           resolve({ code, stdout, stderr });
@@ -122,7 +126,17 @@ describe('hearth CLI', () => {
     const run = await hearth('execute', '--code', 'print("x" in globals())');
     assert.equal(run.code, 0, run.stderr);
     assert.equal(run.stdout, 'False\n');
-    const close = await hearth('session', 'close');
-    assert.equal(close.code, 0, close.stderr);
+  });
+
+  it('leaves nothing behind after server stop', async () => {
+    const stop = await hearth('server', 'stop');
+    assert.equal(stop.code, 0, stop.stderr);
+    assert.equal(stop.stdout, 'hearthd stopped\n');
+    assert.deepEqual(await qemuProcessesUnder(home), []);
+    assert.deepEqual(await readdir(join(home, 'run', 'vms')), []);
+    assert.deepEqual(
+      (await readdir(home)).filter((name) => name.startsWith('hearthd.sock')),
+      [],
+    );
   });
 });
