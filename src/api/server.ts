@@ -27,6 +27,8 @@ export interface ApiOptions {
   metrics?: Metrics;
 }
 
+// Reading and dropping this much of a rejected body is cheaper for a client than a reset.
+const MAX_DRAINED_BODY_BYTES = 64 * 1024 * 1024;
 // Half a GiB fits data sets and wheels; larger transfers should not pass through the API.
 export const DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024;
 
@@ -130,9 +132,14 @@ export function createApiHandler(options: ApiOptions) {
         metrics.increment('hearth_api_errors_total', { code: error.code });
       }
       // A request answered before its body was read, such as an upload over the limit,
-      // closes its connection: the client must not send its next request on a connection
-      // that is still carrying the old body.
-      if (!request.complete && !response.headersSent) response.setHeader('connection', 'close');
+      // must not leave the rest of its body in the way of the client's next request on the
+      // same connection. A body of known, moderate size is read and dropped, so the client
+      // gets the answer; any other body ends the connection.
+      const declared = Number(request.headers['content-length'] ?? NaN);
+      const drainable = Number.isFinite(declared) && declared <= MAX_DRAINED_BODY_BYTES;
+      if (!request.complete && !drainable && !response.headersSent) {
+        response.setHeader('connection', 'close');
+      }
       sendError(response, error, logger);
       if (!request.complete) request.resume();
     } finally {

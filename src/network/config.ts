@@ -7,7 +7,7 @@ import type { PresetOverrides } from './presets.js';
 export interface EgressConfig {
   /** The range VM /30 subnets are taken from. */
   pool: Ipv4Cidr;
-  /** Where the DNS proxies forward allowed queries; null means the host's resolv.conf. */
+  /** The resolver DNS proxies forward allowed queries to; null means the host's resolv.conf. */
   upstream: Upstream | null;
   /** Ranges denied to every VM on top of the built-in list (e.g. the host's LAN). */
   extraDeniedCidrs: Ipv4Cidr[];
@@ -15,8 +15,8 @@ export interface EgressConfig {
 }
 
 // CGNAT shared address space (RFC 6598) is not routed on the internet and rarely used on a
-// host's own networks; a /16 holds 16384 VMs. Hosts on Tailscale or behind a carrier that
-// uses this range should pick another one.
+// host's own networks. A /16 has room for 16384 VMs. Hosts on Tailscale, or behind a carrier
+// that uses this range, should pick another one.
 export const DEFAULT_POOL = '100.96.0.0/16';
 
 /** Returns null unless HEARTH_EGRESS is "on". Throws invalid_config for a bad value. */

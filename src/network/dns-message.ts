@@ -46,6 +46,12 @@ export interface DnsMessage {
   /** The 16 flag bits of the header: QR, opcode, AA, TC, RD, RA, Z, RCODE. */
   flags: number;
   questions: DnsQuestion[];
+  /**
+   * The question section as received, set by parseDnsMessage. Responses echo these bytes,
+   * because a name with escaped bytes may not encode back (an escaped label can exceed 63
+   * characters).
+   */
+  questionBytes?: Buffer;
   answers: DnsRecord[];
   authorities: DnsRecord[];
   additionals: DnsRecord[];
@@ -92,6 +98,7 @@ export function parseDnsMessage(buffer: Buffer): DnsMessage {
     });
     reader.offset += 4;
   }
+  const questionBytes = Buffer.from(buffer.subarray(HEADER_BYTES, reader.offset));
   const sections = counts.slice(1).map((count) => {
     const records: DnsRecord[] = [];
     for (let i = 0; i < count; i++) records.push(readRecord(reader));
@@ -101,6 +108,7 @@ export function parseDnsMessage(buffer: Buffer): DnsMessage {
     id: buffer.readUInt16BE(0),
     flags: buffer.readUInt16BE(2),
     questions,
+    questionBytes,
     answers: sections[0]!,
     authorities: sections[1]!,
     additionals: sections[2]!,
@@ -142,14 +150,17 @@ export function encodeDnsMessage(message: DnsMessage): Buffer {
  */
 export function emptyResponse(query: DnsMessage, rcode: number): Buffer {
   const opcode = opcodeOf(query.flags) << 11;
-  return encodeDnsMessage({
+  const header = encodeDnsMessage({
     id: query.id,
     flags: Flags.QR | opcode | (query.flags & Flags.RD) | Flags.RA | rcode,
-    questions: query.questions,
+    questions: query.questionBytes ? [] : query.questions,
     answers: [],
     authorities: [],
     additionals: [],
   });
+  if (!query.questionBytes) return header;
+  header.writeUInt16BE(query.questions.length, 4);
+  return Buffer.concat([header, query.questionBytes]);
 }
 
 /** Returns a copy of a message's bytes with another ID. */

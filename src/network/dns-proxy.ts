@@ -1,7 +1,7 @@
-// One VM's resolver: listens on the VM's gateway address, port 53 (UDP and TCP), answers
-// only names the policy allows, forwards those to the upstream resolver and pins the
-// addresses of each answer before the guest sees it, so that a connection made right after
-// the lookup already finds its address allowed.
+// One VM's resolver. It listens on the VM's gateway address, port 53 (UDP and TCP), and
+// resolves only names the policy allows, by forwarding them to the upstream resolver. The
+// addresses of each answer are pinned before the guest receives it, so that a connection
+// made right after the lookup already finds its address allowed.
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Logger } from 'pino';
@@ -25,7 +25,7 @@ import { RateLimitedLog } from './rate-limited-log.js';
 export interface DnsProxyOptions {
   /** The VM's gateway address; the proxy binds `port` on it. */
   bindAddress: string;
-  /** 53 unless a test asks for another (0 picks a free one). */
+  /** 53 unless a test sets another (0 picks a free one). */
   port?: number;
   /** Queries from any other source are ignored. */
   guestAddress: string;
@@ -39,7 +39,7 @@ export interface DnsProxyOptions {
 }
 
 const DNS_PORT = 53;
-// A resolver answers in milliseconds; glibc in the guest waits 5 s before retrying.
+// A resolver replies in milliseconds, and glibc in the guest waits 5 s before retrying.
 const UPSTREAM_TIMEOUT_MS = 4_000;
 // Queries of one VM waiting for the upstream; more are dropped, as an overloaded resolver
 // would drop them, and the guest retries.
@@ -49,8 +49,8 @@ const TCP_IDLE_TIMEOUT_MS = 10_000;
 const MAX_TCP_CONNECTIONS = 16;
 // CNAME chains longer than this are not followed when looking for the answer's addresses.
 const MAX_CNAME_CHAIN = 16;
-// Query types whose answers would give the guest addresses the proxy does not pin (IPv6,
-// or address hints in SVCB/HTTPS records); they get an empty answer.
+// Query types whose answers would give the guest addresses the proxy does not pin: IPv6,
+// or address hints in SVCB/HTTPS records. They get an empty answer.
 const UNPINNED_TYPES: ReadonlySet<number> = new Set([
   DnsType.AAAA,
   DnsType.SVCB,
@@ -126,8 +126,11 @@ export class DnsProxy {
     if (this.inFlight >= MAX_IN_FLIGHT_QUERIES) return;
     this.inFlight += 1;
     try {
-      const answer = await this.answer(message, 'udp');
+      const answer = await this.respond(message, 'udp');
       if (answer) this.udp.send(answer, port, address);
+    } catch (error) {
+      // The socket closed while the upstream was asked: the VM is being detached.
+      this.warnings.warn({ err: error }, 'could not send a DNS answer');
     } finally {
       this.inFlight -= 1;
     }
@@ -154,7 +157,7 @@ export class DnsProxy {
         pending = pending.subarray(2 + query.length);
         // Answers go back in query order, one at a time per connection.
         queue = queue.then(async () => {
-          const answer = await this.answer(Buffer.from(query), 'tcp');
+          const answer = await this.respond(Buffer.from(query), 'tcp');
           if (!answer || socket.destroyed) return;
           const length = Buffer.alloc(2);
           length.writeUInt16BE(answer.length);
@@ -164,7 +167,20 @@ export class DnsProxy {
     });
   }
 
-  /** Returns the bytes to send back, or null to send nothing. Never throws. */
+  /**
+   * Returns the bytes to send back, or null to send nothing. A guest sends arbitrary bytes,
+   * so any error is caught here, logged and answered with nothing rather than left to end
+   * hearthd.
+   */
+  private async respond(bytes: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | null> {
+    try {
+      return await this.answer(bytes, transport);
+    } catch (error) {
+      this.warnings.warn({ err: error }, 'could not answer a DNS query');
+      return null;
+    }
+  }
+
   private async answer(bytes: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | null> {
     let query: DnsMessage;
     try {
@@ -240,7 +256,7 @@ export function chainAddresses(answer: DnsMessage, name: string): ResolvedAddres
     .map((record) => ({ address: record.value!, ttlSeconds: record.ttl }));
 }
 
-/** A FORMERR answer for a message whose header could be read but the rest could not. */
+/** Builds a FORMERR answer for a message whose header was read but the rest was not. */
 function formatError(bytes: Buffer): Buffer | null {
   const flags = bytes.readUInt16BE(2);
   if (flags & Flags.QR) return null;

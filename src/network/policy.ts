@@ -4,7 +4,7 @@ import { mergeCidrs, parseIpv4Cidr, type Ipv4Cidr } from './ipv4.js';
 import { parseDomainPattern, type DomainPattern } from './domains.js';
 import type { EgressPolicy } from './types.js';
 
-/** What the package-managers preset adds to a policy. */
+/** The names and ranges that the package-managers preset adds to a policy. */
 export interface PresetAllowance {
   domains: DomainPattern[];
   cidrs: Ipv4Cidr[];
@@ -16,12 +16,12 @@ export interface ResolvedPolicy {
   domains: DomainPattern[];
 }
 
-// Each entry becomes an nft set element or a name the DNS proxy checks; a few hundred keeps
-// a ruleset update quick, and a longer list is better served by a wider CIDR or a wildcard.
+// Each entry becomes an nft set element or a name the DNS proxy checks. A few hundred keep a
+// ruleset update quick, and a longer list is better served by a wider CIDR or a wildcard.
 export const MAX_POLICY_ENTRIES = 256;
 
 /**
- * Checks every entry of a policy and merges in the preset when the policy asks for it.
+ * Checks every entry of a policy and merges in the preset when the policy enables it.
  * Throws invalid_egress_policy (HTTP 400) naming the first bad entry.
  */
 export function resolvePolicy(

@@ -30,7 +30,7 @@ export interface PresetOverrides {
   extraDomains?: string[];
 }
 
-/** Where discovery looks; every field has the real host's default. */
+/** Discovery inputs; each field defaults to the real host's file, variable or tool. */
 export interface DiscoveryOptions {
   env?: NodeJS.ProcessEnv;
   homeDir?: string;
@@ -89,7 +89,7 @@ export async function discoverPackageIndexes(
   return { pip, pipFileHosts, npm, apt, extraDomains: overrides.extraDomains ?? [] };
 }
 
-/** The names (and IP-literal hosts, as /32 ranges) the preset allows. */
+/** Lists the names (and IP-literal hosts, as /32 ranges) that the preset allows. */
 export function presetAllowance(indexes: PackageIndexes): PresetAllowance {
   const urls = [
     indexes.pip.indexUrl,
@@ -120,9 +120,9 @@ export function hasAnyIndex(indexes: PackageIndexes): boolean {
 }
 
 /**
- * The configuration files a guest gets so that its package managers use the preset's
+ * Writes the configuration files that make a guest's package managers use the preset's
  * indexes: /etc/pip.conf, /etc/npmrc and an apt.conf.d snippet for a proxy. Credentials in
- * URLs are removed: the guest runs untrusted code and must not receive the host's secrets.
+ * URLs are removed, because the guest runs untrusted code and must not get the host's secrets.
  */
 export function guestPackageConfig(indexes: PackageIndexes): {
   pip?: string;

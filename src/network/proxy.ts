@@ -1,8 +1,9 @@
 // The transparent HTTP and TLS proxy of one VM. The nft rules redirect the guest's TCP
 // connections to ports 80 and 443 of pinned addresses here. The proxy reads the Host header
-// or the TLS SNI, checks that the name is allowed AND that the original destination is an
-// address the DNS proxy pinned for that very name, then connects to that destination and
-// splices the two sockets. TLS is never terminated: the proxy sees only the ClientHello.
+// or the TLS SNI and checks two things: the name is allowed, and the original destination is
+// an address the DNS proxy pinned for that very name. Only then does it connect to that
+// destination and splice the two sockets. TLS is never terminated, so the proxy reads only
+// the ClientHello.
 //
 // Why a redirect plus source NAT, rather than tproxy or SO_ORIGINAL_DST: both of those need
 // socket options (IP_TRANSPARENT, getsockopt) that Node's net module does not expose, and a
@@ -26,7 +27,7 @@ export interface ServerNameProxyOptions {
   /** Called once per connection the policy refused. */
   onDenied(): void;
   logger: Logger;
-  /** The destination ports connections are made to: 80 and 443 unless a test says so. */
+  /** The destination ports connections are made to: 80 and 443 unless a test sets others. */
   upstreamPorts?: Record<Protocol, number>;
 }
 
@@ -38,7 +39,9 @@ const FIRST_BYTES_TIMEOUT_MS = 10_000;
 // request headers at 8–16 KiB, so 32 KiB is ample for the name to appear.
 const MAX_FIRST_BYTES = 32 * 1024;
 const UPSTREAM_CONNECT_TIMEOUT_MS = 15_000;
-// Each proxied connection holds two sockets in hearthd; this bounds what one VM can hold.
+// Time a refused HTTP client gets to read the 403 and close before its socket is destroyed.
+const DENIED_CLOSE_GRACE_MS = 10_000;
+// Each proxied connection uses two sockets in hearthd, so this caps what one VM can open.
 const MAX_CONNECTIONS = 512;
 
 export class ServerNameProxy {
@@ -93,15 +96,23 @@ export class ServerNameProxy {
     this.track(client);
     const destination = client.remoteAddress ?? '';
     let received = Buffer.alloc(0);
-    const timer = setTimeout(
-      () => this.deny(client, protocol, destination, 'no request'),
-      FIRST_BYTES_TIMEOUT_MS,
-    );
+    let decided = false;
+    const timer = setTimeout(() => {
+      decided = true;
+      this.deny(client, protocol, destination, 'no request');
+    }, FIRST_BYTES_TIMEOUT_MS);
     const onData = (chunk: Buffer) => {
       received = Buffer.concat([received, chunk]);
-      const result: ServerNameResult =
-        protocol === 'tls' ? readTlsServerName(received) : readHttpHost(received);
+      let result: ServerNameResult;
+      try {
+        result = protocol === 'tls' ? readTlsServerName(received) : readHttpHost(received);
+      } catch (error) {
+        // The parsers are written not to throw; a guest must not end hearthd if one does.
+        this.denials.warn({ err: error, protocol }, 'could not read the server name');
+        result = { status: 'invalid', reason: 'the request could not be read' };
+      }
       if (result.status === 'incomplete' && received.length < MAX_FIRST_BYTES) return;
+      decided = true;
       clearTimeout(timer);
       client.off('data', onData);
       client.pause();
@@ -115,7 +126,13 @@ export class ServerNameProxy {
       else this.splice(client, destination, this.upstreamPorts[protocol], received);
     };
     client.on('data', onData);
-    client.on('end', () => clearTimeout(timer));
+    // A client that closes before its request is done gets nothing; with allowHalfOpen the
+    // socket would otherwise stay open.
+    client.once('end', () => {
+      if (decided) return;
+      clearTimeout(timer);
+      client.destroy();
+    });
   }
 
   /** Returns why the connection is refused, or null when it may go ahead. */
@@ -138,10 +155,15 @@ export class ServerNameProxy {
       return;
     }
     const body = `Forbidden by the sandbox's egress policy: ${reason}.\n`;
+    // Reading on (and discarding) lets the client's FIN arrive, so the socket closes as a
+    // whole. A client that never closes is cut off after a grace period.
+    client.resume();
     client.end(
       'HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain; charset=utf-8\r\n' +
         `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );
+    const grace = setTimeout(() => client.destroy(), DENIED_CLOSE_GRACE_MS);
+    client.once('close', () => clearTimeout(grace));
   }
 
   private splice(client: Socket, host: string, port: number, firstBytes: Buffer): void {
@@ -158,7 +180,7 @@ export class ServerNameProxy {
       upstream.pipe(client);
       client.resume();
     });
-    // Either side failing ends both, with a reset so the guest sees the failure.
+    // Either side failing ends both, with a reset so that the guest gets an error.
     upstream.once('error', () => client.resetAndDestroy());
     client.once('error', () => upstream.destroy());
     upstream.once('close', () => {

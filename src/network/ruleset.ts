@@ -1,7 +1,8 @@
 // The nftables ruleset hearthd owns, as text for `nft -f`. Each script is applied as one
 // transaction, so a VM's rules appear or disappear whole.
 //
-// Table `inet hearth`, per VM slot N (TAP hearthN, guest G, gateway W):
+// Table `inet hearth`. The base chains below dispatch on the input interface to per-VM
+// chains, for VM slot N with TAP hearthN, guest address G and gateway W:
 //
 //   prerouting (nat)   iifname vmap → vmN_prerouting: TCP 80/443 to an address pinned by the
 //                      DNS proxy is redirected to this VM's HTTP or TLS proxy listener on W
@@ -31,7 +32,7 @@ export interface BaseRulesetOptions {
   guardForwarding: boolean;
 }
 
-/** The table with its base chains and no VMs. Apply after deleting any older table. */
+/** Builds the table with its base chains and no VMs, to apply after deleting any older one. */
 export function baseRuleset(options: BaseRulesetOptions): string {
   const tapPattern = `"${TAP_PREFIX}*"`;
   const lines = [

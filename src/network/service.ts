@@ -1,8 +1,9 @@
 // The egress NetworkService: per VM a TAP, nft rules, a DNS proxy and an HTTP/TLS proxy.
 //
-//   attach:  allocate a /30 ─► TAP ─► DNS proxy on gateway:53 ─► HTTP/TLS proxy listeners
-//            ─► nft transaction adding the VM's sets, chains and map entries
-//   detach:  listeners closed ─► nft transaction removing them ─► TAP deleted ─► /30 freed
+//   attach:  a /30 from the pool ─► TAP ─► DNS proxy on gateway:53 ─► HTTP/TLS listeners
+//            ─► one nft transaction adding the VM's sets, chains and map entries
+//   detach:  listeners closed ─► one nft transaction removing them ─► TAP deleted
+//            ─► the /30 returns to the pool
 import type { Logger } from 'pino';
 import { HearthError } from '../errors.js';
 import type { EgressConfig } from './config.js';
@@ -34,8 +35,9 @@ import {
 import { createTap, deleteTap, listRouteDestinations, readSysctl, writeSysctl } from './tap.js';
 import type { EgressPolicy, NetworkService, VmNetwork } from './types.js';
 
-// x86 Linux accepts a 2048-byte command line; hearth's own arguments and the virtio-mmio
-// devices QEMU appends take about 600, so the network and package settings get 1 KiB.
+// x86 Linux accepts a 2048-byte command line. hearth's own arguments and the virtio-mmio
+// devices QEMU appends take under 600 bytes (an estimate), so the network and package
+// settings get 1 KiB.
 const MAX_KERNEL_ARGS_BYTES = 1024;
 const IP_FORWARD = 'net/ipv4/ip_forward';
 

@@ -52,8 +52,6 @@ interface SnapshotMeta {
 
 // Bump when what a snapshot contains changes, so that old ones are never restored.
 const SNAPSHOT_FORMAT_VERSION = 1;
-// A build takes seconds; one untouched for this long was left by a crash.
-const STALE_BUILD_MS = 30 * 60 * 1000;
 // A restore reaches its agent in well under a second even under TCG; ten means it hangs.
 const RESTORE_TIMEOUT_MS = 10_000;
 
@@ -154,8 +152,7 @@ export class SnapshotStore {
     for (const entry of entries) {
       if (entry.startsWith('.build-')) {
         // Another hearthd sharing the directory may be building this one right now.
-        const age = Date.now() - (await stat(join(this.root, entry))).mtimeMs;
-        if (age < STALE_BUILD_MS) continue;
+        if (await isRunning(join(this.root, entry, 'owner.pid'))) continue;
         await rm(join(this.root, entry), { recursive: true, force: true });
         continue;
       }
@@ -201,6 +198,7 @@ export class SnapshotStore {
     files.statePath = join(dir, 'state');
     files.scratchPath = join(dir, 'scratch.ext4');
     await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'owner.pid'), String(process.pid));
     let template: BootedVm | null = null;
     try {
       template = await bootVm(this.options.driver, this.options.images, {
@@ -246,5 +244,17 @@ export class SnapshotStore {
       await rm(dir, { recursive: true, force: true });
       return false;
     }
+  }
+}
+
+/** Returns whether the process in a pid file still runs, other than this one. */
+async function isRunning(pidPath: string): Promise<boolean> {
+  try {
+    const pid = Number.parseInt(await readFile(pidPath, 'utf8'), 10);
+    if (!Number.isInteger(pid) || pid === process.pid) return false;
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
   }
 }

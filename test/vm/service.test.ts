@@ -137,6 +137,10 @@ describe('crash recovery', () => {
   let home: string;
   let child: ChildProcess | null = null;
   const socketPath = () => join(home, 'hearthd.sock');
+  const snapshotBuilds = async () =>
+    (await readdir(join(home, 'snapshots')).catch(() => [] as string[])).filter((name) =>
+      name.startsWith('.build-'),
+    );
 
   async function startDaemon(): Promise<ChildProcess> {
     const entry = fileURLToPath(new URL('../../src/server/main.js', import.meta.url));
@@ -173,15 +177,39 @@ describe('crash recovery', () => {
     const session = await createSession(target);
     const alive = await execute(target, session.id, { code: 'print("before crash")' });
     assert.equal(alive.stdout, 'before crash\n');
-    assert.equal((await qemuProcessesUnder(home)).length, 1);
+    // The session's VM, and any warm pool or snapshot template VMs of the default settings.
+    const pidsBefore = await qemuProcessesUnder(home);
+    const vmDirsBefore = await readdir(join(home, 'run', 'vms'));
+    const snapshotBuildsBefore = await snapshotBuilds();
+    assert.ok(pidsBefore.length >= 1);
 
     child.kill('SIGKILL');
     await new Promise((resolve) => child!.once('exit', resolve));
-    assert.equal((await qemuProcessesUnder(home)).length, 1, 'the VM outlives a killed hearthd');
+    const survivors = await qemuProcessesUnder(home);
+    assert.ok(
+      pidsBefore.every((pid) => survivors.includes(pid)),
+      'the VMs outlive a killed hearthd',
+    );
 
     child = await startDaemon();
-    assert.deepEqual(await qemuProcessesUnder(home), []);
-    assert.deepEqual(await readdir(join(home, 'run', 'vms')), []);
+    const pidsAfter = await qemuProcessesUnder(home);
+    assert.deepEqual(
+      pidsBefore.filter((pid) => pidsAfter.includes(pid)),
+      [],
+      'the restarted hearthd ended every VM of the old one',
+    );
+    const vmDirsAfter = await readdir(join(home, 'run', 'vms'));
+    assert.deepEqual(
+      vmDirsBefore.filter((dir) => vmDirsAfter.includes(dir)),
+      [],
+      'the restarted hearthd removed every run directory of the old one',
+    );
+    const snapshotBuildsAfter = await snapshotBuilds();
+    assert.deepEqual(
+      snapshotBuildsBefore.filter((dir) => snapshotBuildsAfter.includes(dir)),
+      [],
+      'the restarted hearthd removed the unfinished snapshot builds of the old one',
+    );
     const info = (await callApi(target, 'GET', `/v1/sessions/${session.id}`)) as {
       state: string;
       close_reason: string;
@@ -196,5 +224,6 @@ describe('crash recovery', () => {
     await new Promise((resolve) => child!.once('exit', resolve));
     child = null;
     assert.deepEqual(await qemuProcessesUnder(home), []);
+    assert.deepEqual(await readdir(join(home, 'run', 'vms')), []);
   });
 });
