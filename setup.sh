@@ -9,6 +9,7 @@ set -Eeuo pipefail
 readonly SYSTEM_PACKAGES=(
   qemu-system-x86 qemu-utils debootstrap e2fsprogs linux-source-6.1 build-essential flex
   bison bc libelf-dev libssl-dev xz-utils cpio kmod nftables iproute2 ca-certificates
+  openssl curl
 )
 readonly MIN_NODE_MAJOR=20
 readonly PHASE_COUNT=6

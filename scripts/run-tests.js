@@ -8,6 +8,7 @@ const suites = [
   'dist/test/firecracker/',
   'dist/test/vm/',
   'dist/test/sdk/',
+  'dist/test/network/',
 ].filter((dir) => existsSync(dir));
 const result = spawnSync(
   process.execPath,

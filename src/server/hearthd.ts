@@ -1,4 +1,4 @@
-import { chmod, mkdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
@@ -106,6 +106,47 @@ export interface RunningHearthd {
 
 export async function startHearthd(config: HearthdConfig): Promise<RunningHearthd> {
   const { logger } = config;
+  // Claimed before anything is cleaned up: the cleanup would kill a running hearthd's VMs.
+  const releaseRunDir = await claimRunDir(config.runDir);
+  try {
+    return await startClaimed(config, releaseRunDir);
+  } catch (error) {
+    await releaseRunDir();
+    throw error;
+  }
+}
+
+/**
+ * Records this process as the owner of a run directory, or throws already_running while
+ * another live hearthd owns it. Returns the function that releases it.
+ */
+async function claimRunDir(runDir: string): Promise<() => Promise<void>> {
+  const pidPath = join(runDir, 'hearthd.pid');
+  await mkdir(runDir, { recursive: true });
+  try {
+    const pid = Number.parseInt(await readFile(pidPath, 'utf8'), 10);
+    const commandLine = await readFile(`/proc/${pid}/cmdline`, 'utf8');
+    if (pid !== process.pid && commandLine.includes('node')) {
+      throw new HearthError(
+        'already_running',
+        `Another hearthd (pid ${pid}) uses the run directory ${runDir}; stop it first, ` +
+          'or give this one its own HEARTH_RUN_DIR.',
+        409,
+      );
+    }
+  } catch (error) {
+    if (error instanceof HearthError) throw error;
+    // No pid file, or its process is gone: the directory is free.
+  }
+  await writeFile(pidPath, String(process.pid));
+  return () => rm(pidPath, { force: true });
+}
+
+async function startClaimed(
+  config: HearthdConfig,
+  releaseRunDir: () => Promise<void>,
+): Promise<RunningHearthd> {
+  const { logger } = config;
   const images = await findImages(config.home);
   if (!images) {
     throw new HearthError(
@@ -182,6 +223,7 @@ export async function startHearthd(config: HearthdConfig): Promise<RunningHearth
           await rm(config.listen, { force: true });
           await rm(`${config.listen}.pid`, { force: true });
         }
+        await releaseRunDir();
         logger.info('hearthd stopped');
       })();
       return closing;
