@@ -9,6 +9,7 @@ fork bomb or an allocation storm away from the agent.
 
 import base64
 import json
+import queue
 import os
 import signal
 import sys
@@ -20,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import protocol  # noqa: E402
 from cgroups import UserCgroups  # noqa: E402
 from files import FileService  # noqa: E402
-from runners import BashRunner, CallError, PythonRunner  # noqa: E402
+from runners import BashRunner, CallError, Canceller, PythonRunner  # noqa: E402
 from transport import open_channel  # noqa: E402
 
 
@@ -28,11 +29,15 @@ class Agent:
     def __init__(self, channel):
         self.channel = channel
         self.write_lock = threading.Lock()
-        self.exec_lock = threading.Lock()
         self.cgroups = UserCgroups()
         self.session_env = base_environment()
-        self.python = PythonRunner(self.cgroups, self.session_env)
-        self.bash = BashRunner(self.cgroups, self.session_env)
+        self.canceller = Canceller()
+        # One long-lived worker runs the calls, which is cheaper than a thread per call.
+        self.calls = queue.Queue()
+        threading.Thread(target=self.run_calls, daemon=True).start()
+        self.current_call = None
+        self.python = PythonRunner(self.cgroups, self.session_env, self.canceller)
+        self.bash = BashRunner(self.cgroups, self.session_env, self.canceller)
         self.files = FileService(self.send, self.send_json)
 
     def send(self, frame_type, call_id, payload=b""):
@@ -58,8 +63,7 @@ class Agent:
         elif frame_type == protocol.HELLO:
             self.hello(call_id, json.loads(payload))
         elif frame_type == protocol.EXEC:
-            request = json.loads(payload)
-            threading.Thread(target=self.execute, args=(call_id, request), daemon=True).start()
+            self.calls.put((call_id, json.loads(payload)))
         elif frame_type == protocol.FILE_WRITE_BEGIN:
             self.files.begin_upload(call_id, payload)
         elif frame_type == protocol.FILE_DATA:
@@ -70,6 +74,10 @@ class Agent:
             self.files.read(call_id, payload)
         elif frame_type == protocol.FILE_LIST:
             self.files.list(call_id, payload)
+        elif frame_type == protocol.CANCEL:
+            # A cancel that arrives after its call ended, or before it started, does nothing.
+            if self.current_call == call_id:
+                self.canceller.request()
         elif frame_type == protocol.SHUTDOWN:
             power_off()
         else:
@@ -108,15 +116,14 @@ class Agent:
             },
         )
 
+    def run_calls(self):
+        while True:
+            self.execute(*self.calls.get())
+
     def execute(self, call_id, request):
-        if not self.exec_lock.acquire(blocking=False):
-            self.send_json(
-                protocol.ERROR,
-                call_id,
-                {"code": "session_busy", "message": "another call is running in this session"},
-            )
-            return
         try:
+            self.canceller.reset()
+            self.current_call = call_id
             runner = self.bash if request.get("language") == "bash" else self.python
             result = runner.run(request, lambda t, data: self.send(t, call_id, data))
             reply = (protocol.RESULT, result)
@@ -128,9 +135,7 @@ class Agent:
                 {"code": "agent_error", "message": f"{type(error).__name__}: {error}"},
             )
         finally:
-            # Released before the reply goes out, because the host may send its next call
-            # the moment the reply arrives.
-            self.exec_lock.release()
+            self.current_call = None
         self.send_json(reply[0], call_id, reply[1])
 
 

@@ -28,6 +28,8 @@ MAX_USER_PIDS = 512
 class UserCgroups:
     def __init__(self):
         self.available = os.path.isfile(ROOT + "/cgroup.controllers")
+        self.seen_oom_kills = 0
+        self.guard_kills = 0
         self.call_numbers = itertools.count(1)
         if not self.available:
             return
@@ -40,7 +42,6 @@ class UserCgroups:
         os.makedirs(AGENT, exist_ok=True)
         write(AGENT + "/memory.min", str(AGENT_PROTECTED_MIB << 20))
         write(AGENT + "/cgroup.procs", str(os.getpid()))
-        self.guard_kills = 0
 
     def create(self, name):
         """Creates a child group of "user" and returns its cgroup.procs path, or None
@@ -65,6 +66,17 @@ class UserCgroups:
         if not self.available:
             return 0
         return read_counter(USER + "/memory.events", "oom_kill") + self.guard_kills
+
+    def new_oom_kills(self):
+        """Returns whether memory kills happened since the last call of this method.
+
+        Runners ask only after a call failed, because reading the counter costs a few
+        hundred microseconds under emulation; a kill of a background process between calls
+        is therefore reported with the next failed call.
+        """
+        count = self.oom_kills()
+        seen, self.seen_oom_kills = self.seen_oom_kills, count
+        return count > seen
 
     def memory_limit_hits(self):
         """Counts how often user code's memory use reached its limit and forced reclaim."""

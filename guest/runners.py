@@ -31,6 +31,24 @@ READ_CHUNK_BYTES = 65536
 TRACKED_PIDS = set()
 
 
+class Canceller:
+    """Lets the host stop the running call: a cancel wakes the runner's select loop, which
+    then ends the call as if its deadline had passed."""
+
+    def __init__(self):
+        self.read_fd, self.write_fd = nonblocking_pipe()
+
+    def request(self):
+        os.write(self.write_fd, b"x")
+
+    def reset(self):
+        try:
+            while os.read(self.read_fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+
 class CallError(Exception):
     """A request the agent rejects before running anything."""
 
@@ -106,8 +124,9 @@ def signal_exit_code(returncode):
 
 
 class PythonRunner:
-    def __init__(self, cgroups, session_env):
+    def __init__(self, cgroups, session_env, canceller):
         self.cgroups = cgroups
+        self.canceller = canceller
         self.session_env = session_env
         self.process = None
         self.lock = threading.Lock()
@@ -153,6 +172,14 @@ class PythonRunner:
         for fd in (request_read, reply_write, stdout_write, stderr_write):
             os.close(fd)
         self.procs_path = procs_path
+        # One selector per kernel process, reused by every call, keeps the per-call cost low.
+        self.pidfd = os.pidfd_open(self.process.pid)
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.stdout_fd, selectors.EVENT_READ, protocol.STDOUT)
+        self.selector.register(self.stderr_fd, selectors.EVENT_READ, protocol.STDERR)
+        self.selector.register(self.reply_fd, selectors.EVENT_READ, "reply")
+        self.selector.register(self.pidfd, selectors.EVENT_READ, "exit")
+        self.selector.register(self.canceller.read_fd, selectors.EVENT_READ, "cancel")
 
     def _stop(self):
         if self.process is None:
@@ -164,7 +191,8 @@ class PythonRunner:
             pass
         self.process.wait()
         TRACKED_PIDS.discard(self.process.pid)
-        for fd in (self.request_fd, self.reply_fd, self.stdout_fd, self.stderr_fd):
+        self.selector.close()
+        for fd in (self.request_fd, self.reply_fd, self.stdout_fd, self.stderr_fd, self.pidfd):
             os.close(fd)
         self.process = None
 
@@ -172,7 +200,6 @@ class PythonRunner:
         check_cwd(request)
         self.start()
         started = time.monotonic()
-        oom_kills_before = self.cgroups.oom_kills()
         output = OutputStreams(emit, request["output_limit_bytes"])
 
         body = json.dumps(
@@ -199,7 +226,7 @@ class PythonRunner:
             }
         elif reply is None:
             result.update(status="error", exit_code=self.last_exit_code)
-            if self.cgroups.oom_kills() > oom_kills_before:
+            if self.cgroups.new_oom_kills():
                 result["error"] = memory_error(self.cgroups)
             else:
                 result["error"] = {
@@ -218,47 +245,43 @@ class PythonRunner:
     def _wait(self, output, deadline):
         """Forwards output until the kernel replies or dies. Returns (reply, timed_out,
         restarted)."""
-        selector = selectors.DefaultSelector()
-        selector.register(self.stdout_fd, selectors.EVENT_READ, protocol.STDOUT)
-        selector.register(self.stderr_fd, selectors.EVENT_READ, protocol.STDERR)
-        selector.register(self.reply_fd, selectors.EVENT_READ, "reply")
-        pidfd = os.pidfd_open(self.process.pid)
-        selector.register(pidfd, selectors.EVENT_READ, "exit")
+        selector = self.selector
         interrupted_at = None
-        try:
-            while True:
-                if interrupted_at is not None:
-                    wake_at = interrupted_at + INTERRUPT_GRACE_SECONDS
+        while True:
+            if interrupted_at is not None:
+                wake_at = interrupted_at + INTERRUPT_GRACE_SECONDS
+            else:
+                wake_at = deadline
+            timeout = None if wake_at is None else max(0, wake_at - time.monotonic())
+            events = selector.select(timeout)
+            # Output that never pauses must not keep the deadline from being noticed.
+            if wake_at is not None and time.monotonic() >= wake_at:
+                if interrupted_at is None:
+                    interrupted_at = time.monotonic()
+                    os.kill(self.process.pid, signal.SIGINT)
                 else:
-                    wake_at = deadline
-                timeout = None if wake_at is None else max(0, wake_at - time.monotonic())
-                events = selector.select(timeout)
-                # Output that never pauses must not keep the deadline from being noticed.
-                if wake_at is not None and time.monotonic() >= wake_at:
+                    self._drain(output)
+                    self._stop()
+                    self.start()
+                    return None, True, True
+            for key, _ in events:
+                if key.data == "cancel":
+                    self.canceller.reset()
                     if interrupted_at is None:
-                        interrupted_at = time.monotonic()
-                        os.kill(self.process.pid, signal.SIGINT)
-                    else:
-                        self._drain(output)
-                        self._stop()
-                        self.start()
-                        return None, True, True
-                for key, _ in events:
-                    if key.data == "reply":
-                        try:
-                            reply = read_reply(self.reply_fd)
-                        except EOFError:
-                            # The kernel died; its pidfd may not have fired yet.
-                            return self._restart_after_death(output, interrupted_at)
-                        self._drain(output)
-                        return reply, interrupted_at is not None, False
-                    if key.data == "exit":
+                        deadline = time.monotonic()
+                    continue
+                if key.data == "reply":
+                    try:
+                        reply = read_reply(self.reply_fd)
+                    except EOFError:
+                        # The kernel died; its pidfd may not have fired yet.
                         return self._restart_after_death(output, interrupted_at)
-                    if not output.drain(key.fd, key.data):
-                        selector.unregister(key.fd)
-        finally:
-            selector.close()
-            os.close(pidfd)
+                    self._drain(output)
+                    return reply, interrupted_at is not None, False
+                if key.data == "exit":
+                    return self._restart_after_death(output, interrupted_at)
+                if not output.drain(key.fd, key.data):
+                    selector.unregister(key.fd)
 
     def _restart_after_death(self, output, interrupted_at):
         self._drain(output)
@@ -301,9 +324,10 @@ class BashRunner:
     # Variables that belong to one shell process, not to the session.
     SHELL_OWNED = {"PWD", "OLDPWD", "SHLVL", "_", "BASH_ENV"}
 
-    def __init__(self, cgroups, session_env):
+    def __init__(self, cgroups, session_env, canceller):
         self.cgroups = cgroups
         self.session_env = session_env
+        self.canceller = canceller
         self.cwd = None
         self.exports = None
         self.lingering = []
@@ -339,7 +363,6 @@ class BashRunner:
         stdout_fd, stdout_write = nonblocking_pipe()
         stderr_fd, stderr_write = nonblocking_pipe()
         started = time.monotonic()
-        oom_kills_before = self.cgroups.oom_kills()
         process = subprocess.Popen(
             ["/bin/bash", "-c", request["code"]],
             stdin=subprocess.DEVNULL,
@@ -370,7 +393,7 @@ class BashRunner:
             result.update(status="ok" if exit_code == 0 else "error", exit_code=exit_code)
             if signal_number is not None:
                 result["signal"] = signal_number
-            if exit_code != 0 and self.cgroups.oom_kills() > oom_kills_before:
+            if exit_code != 0 and self.cgroups.new_oom_kills():
                 result["error"] = memory_error(self.cgroups)
         if not timed_out:
             self._load_state(state_path, call_env)
@@ -383,6 +406,7 @@ class BashRunner:
         selector.register(stderr_fd, selectors.EVENT_READ, protocol.STDERR)
         pidfd = os.pidfd_open(process.pid)
         selector.register(pidfd, selectors.EVENT_READ, "exit")
+        selector.register(self.canceller.read_fd, selectors.EVENT_READ, "cancel")
         timed_out = False
         try:
             while True:
@@ -397,6 +421,10 @@ class BashRunner:
                     if not procs_path:
                         process.kill()
                 for key, _ in events:
+                    if key.data == "cancel":
+                        self.canceller.reset()
+                        deadline = time.monotonic()
+                        continue
                     if key.data == "exit":
                         if timed_out:
                             # Nothing in the call's group outlives a timeout.

@@ -105,8 +105,20 @@ export class AgentClient implements FrameChannel {
     });
   }
 
-  async execute(request: ExecRequest, handlers: ExecHandlers = {}): Promise<ExecOutcome> {
+  /**
+   * Runs one call. When `signal` aborts, the guest is asked to stop the call, which then
+   * ends like a timed-out one; the promise still settles with its result.
+   */
+  async execute(
+    request: ExecRequest,
+    handlers: ExecHandlers = {},
+    signal?: AbortSignal,
+  ): Promise<ExecOutcome> {
     const callId = this.allocateCallId();
+    const cancel = () => {
+      if (this.pending.has(callId)) this.write(encodeFrame(FrameType.cancel, callId));
+    };
+    signal?.addEventListener('abort', cancel, { once: true });
     const stdout = new OutputBuffer(request.output_limit_bytes);
     const stderr = new OutputBuffer(request.output_limit_bytes);
     return new Promise<ExecOutcome>((resolve, reject) => {
@@ -120,16 +132,19 @@ export class AgentClient implements FrameChannel {
             if (kept) handlers.onStderr?.(kept);
           } else if (frame.type === FrameType.result) {
             this.pending.delete(callId);
+            signal?.removeEventListener('abort', cancel);
             const result = JSON.parse(frame.payload.toString()) as AgentResult;
             resolve({ result, stdout: stdout.contents(), stderr: stderr.contents() });
           } else if (frame.type === FrameType.error) {
             this.pending.delete(callId);
+            signal?.removeEventListener('abort', cancel);
             reject(agentError(frame));
           }
         },
         reject,
       });
       this.write(encodeJsonFrame(FrameType.exec, callId, request));
+      if (signal?.aborted) cancel();
     });
   }
 

@@ -17,6 +17,7 @@ export const FrameType = {
   pong: 8,
   shutdown: 9,
   error: 10,
+  cancel: 11,
   fileWriteBegin: 20,
   fileData: 21,
   fileWriteEnd: 22,

@@ -365,6 +365,7 @@ export class SessionManager {
     owner: string,
     request: ExecuteOptions,
     handlers: ExecHandlers = {},
+    signal?: AbortSignal,
   ): Promise<ExecuteOutcome> {
     const session = this.usable(id, owner);
     if (session.queuedCount >= this.options.maxQueuedExecutions) {
@@ -378,6 +379,9 @@ export class SessionManager {
     const run = session.queue.then(async () => {
       session.queuedCount -= 1;
       const live = this.usable(id, owner);
+      if (signal?.aborted) {
+        throw new HearthError('cancelled', 'The client went away before the call started.', 499);
+      }
       const queuedMs = performance.now() - enqueuedAt;
       live.state = 'busy';
       const sentAt = performance.now();
@@ -392,6 +396,7 @@ export class SessionManager {
             output_limit_bytes: request.outputLimitBytes,
           },
           handlers,
+          signal,
         );
         return { ...outcome, queuedMs, roundTripMs: performance.now() - sentAt };
       } finally {

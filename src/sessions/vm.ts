@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -125,11 +126,11 @@ export async function bootVm(
 }
 
 async function keepBootLogs(runDir: string, logDir: string, vmId: string): Promise<void> {
-  await mkdir(logDir, { recursive: true });
   for (const name of ['console.log', 'qemu.log']) {
-    await copyFile(join(runDir, name), join(logDir, `boot-failure-${vmId}-${name}`)).catch(
-      () => undefined,
-    );
+    const source = join(runDir, name);
+    if (!existsSync(source)) continue;
+    await mkdir(logDir, { recursive: true });
+    await copyFile(source, join(logDir, `boot-failure-${vmId}-${name}`)).catch(() => undefined);
   }
 }
 

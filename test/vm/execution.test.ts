@@ -1,5 +1,6 @@
 // The execute result contract and its edge cases, each against a real VM.
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { HearthError } from '../../src/errors.js';
 import { buildWheel } from '../helpers/wheel.js';
@@ -323,6 +324,41 @@ describe('execution semantics', () => {
       assert.equal(second.stdout, 'b\n');
       assert.ok(second.timing.queued_ms > 200, `queued ${second.timing.queued_ms} ms`);
     });
+  });
+
+  describe('client disconnects', () => {
+    for (const [language, code] of [
+      ['python', 'import time\nprint("started", flush=True)\ntime.sleep(120)'],
+      ['bash', 'echo started; sleep 120'],
+    ]) {
+      it(`stops a ${language} call whose client left`, async () => {
+        await new Promise<void>((resolve, reject) => {
+          const request = httpRequest(
+            {
+              socketPath: server.target.socketPath,
+              method: 'POST',
+              path: `/v1/sessions/${session.id}/execute`,
+              headers: { 'content-type': 'application/json', accept: 'application/x-ndjson' },
+            },
+            (response) => {
+              // Leave as soon as the code has started.
+              response.once('data', () => {
+                request.destroy();
+                resolve();
+              });
+            },
+          );
+          request.once('error', () => undefined);
+          request.setTimeout(60_000, () => reject(new Error('the call never started')));
+          request.end(JSON.stringify({ code, language, timeout_seconds: 300 }));
+        });
+        const startedAt = performance.now();
+        const next = await run({ code: 'print("next")' });
+        const waitedSeconds = (performance.now() - startedAt) / 1000;
+        assert.equal(next.stdout, 'next\n');
+        assert.ok(waitedSeconds < 15, `the next call waited ${waitedSeconds.toFixed(1)} s`);
+      });
+    }
   });
 
   describe('limits', () => {

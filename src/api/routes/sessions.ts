@@ -54,6 +54,12 @@ export async function execute(context: RouteContext): Promise<void> {
   const { request, response, params, owner, manager, logger, metrics } = context;
   const sessionId = params[0]!;
   const body = parse(ExecuteRequest, await readJson(request));
+  // A client that goes away before its result stops its call, so that the session's next
+  // call does not wait behind code whose output nobody reads.
+  const clientGone = new AbortController();
+  response.once('close', () => {
+    if (!response.writableFinished) clientGone.abort();
+  });
   const options = {
     code: body.code,
     language: body.language,
@@ -81,7 +87,7 @@ export async function execute(context: RouteContext): Promise<void> {
   };
 
   if (!(request.headers.accept ?? '').includes('application/x-ndjson')) {
-    const outcome = await manager.execute(sessionId, owner, options);
+    const outcome = await manager.execute(sessionId, owner, options, {}, clientGone.signal);
     finished(outcome);
     sendJson(response, 200, resultJson(outcome, body.raw_output));
     return;
@@ -97,18 +103,24 @@ export async function execute(context: RouteContext): Promise<void> {
     }
   };
   try {
-    const outcome = await manager.execute(sessionId, owner, options, {
-      onStdout: (chunk) => {
-        start();
-        const data = stdoutDecoder.write(chunk);
-        if (data) send({ type: 'stdout', data });
+    const outcome = await manager.execute(
+      sessionId,
+      owner,
+      options,
+      {
+        onStdout: (chunk) => {
+          start();
+          const data = stdoutDecoder.write(chunk);
+          if (data) send({ type: 'stdout', data });
+        },
+        onStderr: (chunk) => {
+          start();
+          const data = stderrDecoder.write(chunk);
+          if (data) send({ type: 'stderr', data });
+        },
       },
-      onStderr: (chunk) => {
-        start();
-        const data = stderrDecoder.write(chunk);
-        if (data) send({ type: 'stderr', data });
-      },
-    });
+      clientGone.signal,
+    );
     start();
     const stdoutTail = stdoutDecoder.end();
     if (stdoutTail) send({ type: 'stdout', data: stdoutTail });
