@@ -96,4 +96,3 @@ npm run build
 start_phase 'Building guest images and booting a first VM'
 node bin/hearth.js setup "$@"
 
-printf '\nhearth is set up. Try: node bin/hearth.js execute --code "print(1 + 1)"\n'

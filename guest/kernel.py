@@ -141,6 +141,8 @@ def main():
             if request is None:
                 return
             if "refresh" in request:
+                # A claiming session numbers its cells from 1, whatever the template ran.
+                kernel.cell_number = 0
                 write_reply(replies, refresh(request["refresh"]))
                 continue
             with CallContext(request):

@@ -23,7 +23,13 @@ export async function keysCommand(home: string, args: string[]): Promise<number>
       return 0;
     }
     if (action === 'list') {
-      process.stdout.write(JSON.stringify(store.listApiKeys(), null, 2) + '\n');
+      const keys = store.listApiKeys().map((key) => ({
+        id: key.id,
+        name: key.name,
+        created_at: key.createdAt,
+        revoked_at: key.revokedAt,
+      }));
+      process.stdout.write(JSON.stringify(keys, null, 2) + '\n');
       return 0;
     }
     if (action === 'revoke') {

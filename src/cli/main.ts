@@ -1,4 +1,5 @@
 // The `hearth` command line.
+import { stat } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import type { Session } from '../api/schema.js';
 import { hearthHome } from '../config.js';
@@ -51,6 +52,10 @@ Environment:
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   const home = hearthHome();
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(HELP);
+    return 0;
+  }
   switch (command) {
     case 'execute':
       return execute(home, rest);
@@ -235,6 +240,7 @@ async function transfer(home: string, command: string, args: string[]): Promise<
   const { downloadCommand, uploadCommand } = await import('./files.js');
   const [from, to] = positionals as [string, string];
   if (command === 'upload') {
+    await stat(from); // a missing local file fails here, before any server is started
     const size = await uploadCommand(await target(home), sessionId, from, to);
     process.stdout.write(`uploaded ${size} bytes to ${to}\n`);
   } else {
@@ -278,8 +284,22 @@ const HINTS: Record<string, string> = {
   server_start_failed: 'see $HEARTH_HOME/logs/hearthd.log',
   invalid_arguments: 'run `hearth help` for the options',
   session_busy: 'wait for the running call to finish, or use another session',
+  no_current_session: 'name a session id, e.g. from `hearth session list`',
+  local_file_error: 'check the local path',
+  session_not_found: 'list your sessions with `hearth session list`',
+  session_expired: 'start a new session; raise --lifetime for longer ones',
+  cwd_not_found: 'create the directory first, or leave out --cwd',
+  invalid_path: 'give an absolute path in the VM, without ".." segments',
+  file_not_found: 'list the directory with the files API, or check the path',
+  unauthorized: 'set HEARTH_API_KEY to a key from `hearth keys create`',
   vm_boot_failed: 'see the boot-failure logs in $HEARTH_HOME/run/logs',
 };
+
+/** Errors from the local filesystem, such as an upload of a file that does not exist. */
+function isLocalFileError(error: unknown): error is NodeJS.ErrnoException {
+  const code = (error as NodeJS.ErrnoException | null)?.code;
+  return ['ENOENT', 'EACCES', 'EISDIR', 'ENOTDIR', 'EEXIST'].includes(code ?? '');
+}
 
 try {
   process.exitCode = await main(process.argv.slice(2));
@@ -289,6 +309,11 @@ try {
     const hint = HINTS[error.code];
     if (hint) process.stderr.write(`hint: ${hint}\n`);
     process.exitCode = error.code === 'invalid_arguments' ? 2 : 1;
+  } else if (isLocalFileError(error)) {
+    process.stderr.write(
+      `hearth: error [local_file_error]: ${error.message}\nhint: ${HINTS.local_file_error}\n`,
+    );
+    process.exitCode = 1;
   } else if (
     error instanceof TypeError &&
     'code' in error &&

@@ -105,7 +105,6 @@ export interface RunningHearthd {
 }
 
 export async function startHearthd(config: HearthdConfig): Promise<RunningHearthd> {
-  const { logger } = config;
   // Claimed before anything is cleaned up: the cleanup would kill a running hearthd's VMs.
   const releaseRunDir = await claimRunDir(config.runDir);
   try {
