@@ -90,8 +90,17 @@ class UserCgroups:
         return read_counter(USER + "/memory.stat", "anon") / user_memory_limit_bytes()
 
     def pid_limit_hits(self):
-        """Counts forks in user code that failed on the pid limit."""
-        return read_counter(USER + "/pids.events", "max") if self.available else 0
+        """Counts forks in user code that failed on the pid limit. The guest kernel counts a
+        failed fork in the group of the process that forked, so every group is summed."""
+        if not self.available:
+            return 0
+        total = read_counter(USER + "/pids.events", "max")
+        for name in os.listdir(USER):
+            try:
+                total += read_counter(f"{USER}/{name}/pids.events", "max")
+            except OSError:
+                continue
+        return total
 
     def kill_largest_group(self, resource):
         """Kills the child group that uses the most of a resource ("pids" or "memory"),

@@ -15,8 +15,9 @@ import threading
 import protocol
 
 CHUNK_BYTES = 256 * 1024
-# A listing larger than this is cut short, so that its answer fits in one frame.
+# A listing larger than either limit is cut short, so that its answer fits in one frame.
 MAX_LIST_ENTRIES = 5000
+MAX_LIST_NAME_BYTES = 4 << 20
 
 
 class FileError(Exception):
@@ -49,6 +50,8 @@ def os_error(error, path):
         return FileError("not_a_directory", f"a parent of {path} is not a directory")
     if error.errno == 28:  # ENOSPC
         return FileError("disk_full", f"the session's disk is full while writing {path}")
+    if error.errno == 36:  # ENAMETOOLONG
+        return FileError("invalid_path", f"a name in {path} is longer than 255 bytes")
     return FileError("file_error", f"{path}: {error.strerror}")
 
 
@@ -151,10 +154,13 @@ class FileService:
         path = None
         try:
             path = check_path(json.loads(payload).get("path"))
+            info = os.stat(path)
+            if stat.S_ISDIR(info.st_mode):
+                raise IsADirectoryError(21, "Is a directory")
+            if not stat.S_ISREG(info.st_mode):
+                # Devices and pipes may never end, so only regular files are sent.
+                raise FileError("not_a_file", f"{path} is not a regular file")
             with open(path, "rb") as source:
-                info = os.fstat(source.fileno())
-                if stat.S_ISDIR(info.st_mode):
-                    raise IsADirectoryError(21, "Is a directory")
                 self.send_json(protocol.FILE_META, call_id, {"size": info.st_size})
                 size = 0
                 while True:
@@ -175,9 +181,11 @@ class FileService:
             path = check_path(json.loads(payload).get("path"))
             entries = []
             truncated = False
+            name_bytes = 0
             with os.scandir(path) as listing:
                 for entry in listing:
-                    if len(entries) >= MAX_LIST_ENTRIES:
+                    name_bytes += len(entry.name.encode(errors="surrogateescape"))
+                    if len(entries) >= MAX_LIST_ENTRIES or name_bytes > MAX_LIST_NAME_BYTES:
                         truncated = True
                         break
                     entries.append(describe_entry(entry))

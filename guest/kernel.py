@@ -137,7 +137,10 @@ def main():
     kernel = Kernel()
     while True:
         try:
-            request = read_request(requests)
+            try:
+                request = read_request(requests)
+            except KeyboardInterrupt:
+                continue  # an interrupt meant for a call that already ended
             if request is None:
                 return
             if "refresh" in request:

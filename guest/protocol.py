@@ -33,8 +33,9 @@ ERROR = 10
 FILE_DONE = 25
 FILE_META = 26
 
-# The largest payload one frame may carry: it bounds what either side buffers per frame.
-MAX_PAYLOAD_BYTES = 1 << 20
+# The largest payload one frame may carry: it bounds what either side buffers per frame,
+# and leaves room for 1 MiB of code after JSON escaping.
+MAX_PAYLOAD_BYTES = 16 << 20
 
 
 def encode(frame_type, call_id, payload=b""):

@@ -254,16 +254,6 @@ class PythonRunner:
                 wake_at = deadline
             timeout = None if wake_at is None else max(0, wake_at - time.monotonic())
             events = selector.select(timeout)
-            # Output that never pauses must not keep the deadline from being noticed.
-            if wake_at is not None and time.monotonic() >= wake_at:
-                if interrupted_at is None:
-                    interrupted_at = time.monotonic()
-                    os.kill(self.process.pid, signal.SIGINT)
-                else:
-                    self._drain(output)
-                    self._stop()
-                    self.start()
-                    return None, True, True
             for key, _ in events:
                 if key.data == "cancel":
                     self.canceller.reset()
@@ -282,6 +272,22 @@ class PythonRunner:
                     return self._restart_after_death(output, interrupted_at)
                 if not output.drain(key.fd, key.data):
                     selector.unregister(key.fd)
+            # Checked after the events, so that a reply that is already waiting is never
+            # followed by an interrupt of an idle kernel. Output that never pauses must not
+            # keep the deadline from being noticed either.
+            if interrupted_at is not None:
+                wake_at = interrupted_at + INTERRUPT_GRACE_SECONDS
+            else:
+                wake_at = deadline
+            if wake_at is not None and time.monotonic() >= wake_at:
+                if interrupted_at is None:
+                    interrupted_at = time.monotonic()
+                    os.kill(self.process.pid, signal.SIGINT)
+                else:
+                    self._drain(output)
+                    self._stop()
+                    self.start()
+                    return None, True, True
 
     def _restart_after_death(self, output, interrupted_at):
         self._drain(output)
@@ -418,8 +424,8 @@ class BashRunner:
                 if deadline is not None and not timed_out and time.monotonic() >= deadline:
                     timed_out = True
                     self.cgroups.kill(procs_path)
-                    if not procs_path:
-                        process.kill()
+                    # Bash may not have joined its group yet when the timeout is very short.
+                    process.kill()
                 for key, _ in events:
                     if key.data == "cancel":
                         self.canceller.reset()

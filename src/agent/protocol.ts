@@ -3,8 +3,12 @@
 // the payload: UTF-8 JSON for control frames, raw bytes for output.
 
 export const HEADER_BYTES = 9;
-/** The largest payload either side sends in one frame; a bigger header means corruption. */
-export const MAX_PAYLOAD_BYTES = 1 << 20;
+/**
+ * The largest payload either side sends in one frame; a bigger header means corruption. A
+ * call's JSON frame holds up to 1 MiB of code, which JSON escaping can grow six-fold, plus
+ * its env, so the limit leaves room for both.
+ */
+export const MAX_PAYLOAD_BYTES = 16 << 20;
 
 export const FrameType = {
   hello: 1,

@@ -17,13 +17,34 @@ export const LIMITS = {
   outputLimitBytes: { min: 1024, max: 64 * 1024 * 1024, default: 4 * 1024 * 1024 },
   // A larger program should be uploaded as a file.
   codeBytes: { max: 1024 * 1024 },
+  // Generous for configuration, and far below what the agent channel carries in one frame.
+  envEntries: { max: 1000 },
+  envBytes: { max: 256 * 1024 },
 } as const;
+
+// Lone UTF-16 surrogates cannot be encoded as UTF-8, so no process in the guest could take them.
+const wellFormed = (value: string) => !/\p{Surrogate}/u.test(value);
+const WELL_FORMED_MESSAGE = 'must be valid Unicode (no lone surrogates)';
 
 const envName = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'environment variable names are letters, digits and _');
-const envValue = z.string().refine((value) => !value.includes('\0'), 'values cannot contain NUL');
-export const Env = z.record(envName, envValue);
+const envValue = z
+  .string()
+  .refine((value) => !value.includes('\0'), 'values cannot contain NUL')
+  .refine(wellFormed, WELL_FORMED_MESSAGE);
+export const Env = z
+  .record(envName, envValue)
+  .refine(
+    (env) => Object.keys(env).length <= LIMITS.envEntries.max,
+    `env is limited to ${LIMITS.envEntries.max} variables`,
+  )
+  .refine(
+    (env) =>
+      Object.entries(env).reduce((sum, [key, value]) => sum + key.length + value.length, 0) <=
+      LIMITS.envBytes.max,
+    `env is limited to ${LIMITS.envBytes.max} characters in all`,
+  );
 
 export const EgressPolicy = z
   .object({
@@ -67,7 +88,8 @@ export const ExecuteRequest = z
       .refine(
         (code) => Buffer.byteLength(code) <= LIMITS.codeBytes.max,
         `code is limited to ${LIMITS.codeBytes.max} bytes`,
-      ),
+      )
+      .refine(wellFormed, `code ${WELL_FORMED_MESSAGE}`),
     language: z.enum(['python', 'bash']).default('python'),
     timeout_seconds: z
       .number()
@@ -79,6 +101,7 @@ export const ExecuteRequest = z
       .string()
       .startsWith('/', 'cwd must be an absolute path')
       .refine((value) => !value.includes('\0'), 'cwd cannot contain NUL')
+      .refine(wellFormed, `cwd ${WELL_FORMED_MESSAGE}`)
       .nullable()
       .default(null),
     output_limit_bytes: z
@@ -89,7 +112,11 @@ export const ExecuteRequest = z
       .default(LIMITS.outputLimitBytes.default),
     raw_output: z.boolean().default(false),
   })
-  .strict();
+  .strict()
+  .refine((request) => request.language !== 'bash' || !request.code.includes('\0'), {
+    message: 'Bash code cannot contain NUL bytes',
+    path: ['code'],
+  });
 export type ExecuteRequest = z.infer<typeof ExecuteRequest>;
 
 export const PythonError = z.object({

@@ -32,6 +32,24 @@ const MAX_DRAINED_BODY_BYTES = 64 * 1024 * 1024;
 // Half a GiB fits data sets and wheels; larger transfers should not pass through the API.
 export const DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024;
 
+/** Parses a request target; one that is not a valid path gets 400 instead of a crash. */
+function parseUrl(target: string | undefined): URL {
+  try {
+    // The path is prefixed so that a target like "//host" stays a path, not an authority.
+    return new URL(`http://hearth/${(target ?? '/').replace(/^\/+/, '')}`);
+  } catch {
+    throw new HearthError('invalid_request', 'The request target is not a valid path.', 400);
+  }
+}
+
+function decodeParam(value: string): string {
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    throw new HearthError('not_found', `No API route with the malformed segment ${value}.`, 404);
+  }
+}
+
 /** Builds the request handler of hearthd's HTTP API. It parses and validates each request,
  * then hands a typed call to the session manager. */
 export function createApiHandler(options: ApiOptions) {
@@ -111,8 +129,9 @@ export function createApiHandler(options: ApiOptions) {
     const requestId = randomUUID();
     const logger = options.logger.child({ requestId });
     const startedAt = performance.now();
-    const url = new URL(request.url ?? '/', 'http://hearth');
+    let url = new URL('/', 'http://hearth');
     try {
+      url = parseUrl(request.url);
       const matches = routes.filter((route) => route.pattern.test(url.pathname));
       if (matches.length === 0) {
         throw new HearthError('not_found', `No API route ${url.pathname}.`);
@@ -125,7 +144,7 @@ export function createApiHandler(options: ApiOptions) {
         );
       }
       const owner = route.public ? '' : authenticate(request, store, options.requireKey ?? false);
-      const params = (route.pattern.exec(url.pathname) ?? []).slice(1).map(decodeURIComponent);
+      const params = (route.pattern.exec(url.pathname) ?? []).slice(1).map(decodeParam);
       await route.handler({ request, response, url, params, owner, manager, metrics, logger });
     } catch (error) {
       if (error instanceof HearthError) {

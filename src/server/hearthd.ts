@@ -165,9 +165,9 @@ async function startClaimed(
 
   const driver = await chooseDriver(config, acceleration, images);
   const store = new Store(config.dbPath);
-  const lost = store.markLiveSessionsLost();
-  if (lost.length) logger.warn({ sessionIds: lost }, 'marked sessions of an earlier hearthd lost');
   const runRoot = join(config.runDir, 'vms');
+  const lost = store.markLiveSessionsLost(runRoot);
+  if (lost.length) logger.warn({ sessionIds: lost }, 'marked sessions of an earlier hearthd lost');
   await mkdir(runRoot, { recursive: true });
   const leftovers = await reconcileRunRoot(runRoot, logger);
   if (leftovers) logger.warn({ count: leftovers }, 'cleaned up VMs of an earlier hearthd');

@@ -233,6 +233,7 @@ export class SessionManager {
       createdAt: session.createdAt.toISOString(),
       expiresAt: session.expiresAt.toISOString(),
       optionsJson: JSON.stringify({ ...options, env: Object.keys(options.env) }),
+      runRoot: this.options.runRoot,
     });
 
     const startedAt = performance.now();
@@ -386,18 +387,26 @@ export class SessionManager {
       live.state = 'busy';
       const sentAt = performance.now();
       try {
-        const outcome = await live.booted!.agent.execute(
-          {
-            code: request.code,
-            language: request.language,
-            timeout_seconds: request.timeoutSeconds,
-            env: request.env,
-            cwd: request.cwd,
-            output_limit_bytes: request.outputLimitBytes,
-          },
-          handlers,
-          signal,
-        );
+        const outcome = await live
+          .booted!.agent.execute(
+            {
+              code: request.code,
+              language: request.language,
+              timeout_seconds: request.timeoutSeconds,
+              env: request.env,
+              cwd: request.cwd,
+              output_limit_bytes: request.outputLimitBytes,
+            },
+            handlers,
+            signal,
+          )
+          .catch((error: unknown) => {
+            // A close while the call runs stops the VM under it; say so plainly.
+            if (live.state === 'closing' || live.state === 'closed') {
+              throw new HearthError('session_closed', `Session ${id} was closed during the call.`);
+            }
+            throw error;
+          });
         return { ...outcome, queuedMs, roundTripMs: performance.now() - sentAt };
       } finally {
         if (live.state === 'busy') live.state = 'ready';

@@ -24,6 +24,8 @@ export interface SessionRecord {
   expiresAt: string;
   /** Resources and policy as requested, as JSON. Env values are not stored. */
   optionsJson: string;
+  /** The VM run directory of the hearthd that owns the session. */
+  runRoot: string;
 }
 
 const SCHEMA = `
@@ -57,6 +59,10 @@ export class Store {
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    const columns = this.db.prepare('PRAGMA table_info(sessions)').all() as { name: string }[];
+    if (!columns.some((column) => column.name === 'run_root')) {
+      this.db.exec("ALTER TABLE sessions ADD COLUMN run_root TEXT NOT NULL DEFAULT ''");
+    }
   }
 
   close(): void {
@@ -107,8 +113,9 @@ export class Store {
     this.db
       .prepare(
         `INSERT INTO sessions
-         (id, owner, state, close_reason, vm_id, created_at, expires_at, options_json)
-         VALUES (@id, @owner, @state, @closeReason, @vmId, @createdAt, @expiresAt, @optionsJson)`,
+         (id, owner, state, close_reason, vm_id, created_at, expires_at, options_json, run_root)
+         VALUES (@id, @owner, @state, @closeReason, @vmId, @createdAt, @expiresAt, @optionsJson,
+           @runRoot)`,
       )
       .run(record);
   }
@@ -136,7 +143,8 @@ export class Store {
     const row = this.db
       .prepare(
         `SELECT id, owner, state, close_reason AS closeReason, vm_id AS vmId,
-           created_at AS createdAt, expires_at AS expiresAt, options_json AS optionsJson
+           created_at AS createdAt, expires_at AS expiresAt, options_json AS optionsJson,
+           run_root AS runRoot
          FROM sessions WHERE id = ?`,
       )
       .get(id) as SessionRecord | undefined;
@@ -144,20 +152,19 @@ export class Store {
   }
 
   /**
-   * Marks every session that was live when hearthd stopped as lost, since a restarted
-   * hearthd cannot reattach to its VM. Returns their ids.
+   * Marks the sessions that were live in this run directory when its hearthd stopped as
+   * lost, since a restarted hearthd cannot reattach to their VMs. Sessions of other hearthds
+   * sharing the database are left alone. Returns the ids marked.
    */
-  markLiveSessionsLost(): string[] {
-    const live = this.db
-      .prepare(`SELECT id FROM sessions WHERE state IN ('booting', 'ready', 'busy', 'closing')`)
-      .all() as { id: string }[];
+  markLiveSessionsLost(runRoot: string): string[] {
+    const live = `state IN ('booting', 'ready', 'busy', 'closing') AND run_root = ?`;
+    const ids = this.db.prepare(`SELECT id FROM sessions WHERE ${live}`).all(runRoot) as {
+      id: string;
+    }[];
     this.db
-      .prepare(
-        `UPDATE sessions SET state = 'closed', close_reason = 'lost'
-         WHERE state IN ('booting', 'ready', 'busy', 'closing')`,
-      )
-      .run();
-    return live.map((row) => row.id);
+      .prepare(`UPDATE sessions SET state = 'closed', close_reason = 'lost' WHERE ${live}`)
+      .run(runRoot);
+    return ids.map((row) => row.id);
   }
 }
 

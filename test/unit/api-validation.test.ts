@@ -84,6 +84,30 @@ describe('API request validation', () => {
       'egress_not_supported',
       /egress/,
     ],
+    [
+      'lone surrogate in env',
+      '/v1/sessions',
+      { env: { B: '\ud800' } },
+      400,
+      'invalid_request',
+      /Unicode/,
+    ],
+    [
+      'too many env entries',
+      '/v1/sessions',
+      { env: Object.fromEntries(Array.from({ length: 1001 }, (_, i) => [`V${i}`, 'x'])) },
+      400,
+      'invalid_request',
+      /1000 variables/,
+    ],
+    [
+      'NUL in Bash code',
+      '/v1/sessions/ses_x/execute',
+      { code: 'echo a\u0000b', language: 'bash' },
+      400,
+      'invalid_request',
+      /NUL/,
+    ],
     ['missing code', '/v1/sessions/ses_x/execute', {}, 400, 'invalid_request', /code/],
     [
       'unknown language',
@@ -137,6 +161,30 @@ describe('API request validation', () => {
     const response = await post('/v1/sessions', 'cpu_count=1', 'application/x-www-form-urlencoded');
     assert.equal(response.status, 415);
     assert.equal(response.body.error.code, 'unsupported_media_type');
+  });
+
+  it('answers 400 for a target that is not a path', async () => {
+    const { request } = await import('node:http');
+    const status = await new Promise<number>((resolve, reject) => {
+      const url = new URL(baseUrl);
+      const call = request(
+        { host: url.hostname, port: url.port, path: '//', method: 'GET' },
+        (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        },
+      );
+      call.once('error', reject);
+      call.end();
+    });
+    assert.ok(status === 400 || status === 404, `status ${status}`);
+    const health = await fetch(baseUrl + '/healthz');
+    assert.equal(health.status, 200);
+  });
+
+  it('answers 404 for a malformed percent-encoded id', async () => {
+    const response = await fetch(baseUrl + '/v1/sessions/%E0%A4%A');
+    assert.equal(response.status, 404);
   });
 
   it('answers 404 for an unknown route and 405 for a wrong method', async () => {

@@ -326,6 +326,34 @@ describe('execution semantics', () => {
     });
   });
 
+  describe('hostile input', () => {
+    it('runs the largest allowed program', async () => {
+      // 1 MiB of quotes, which JSON escaping doubles on the way to the guest.
+      const code = '# ' + '"'.repeat(1024 * 1024 - 2);
+      const result = await run({ code, timeout_seconds: 120 });
+      assert.equal(result.status, 'ok', result.error?.value);
+      const after = await run({ code: 'print("alive")' });
+      assert.equal(after.stdout, 'alive\n');
+    });
+
+    it('keeps results in order with tiny Python timeouts', async () => {
+      for (let round = 0; round < 5; round++) {
+        await run({ code: `print("call-${round}")`, timeout_seconds: 0.001 });
+        const check = await run({ code: `print("check-${round}")` });
+        assert.equal(check.stdout, `check-${round}\n`, `round ${round}`);
+        assert.equal(check.status, 'ok');
+      }
+    });
+
+    it('enforces a tiny Bash timeout', async () => {
+      const startedAt = performance.now();
+      const result = await run(bash('sleep 15; echo survived', { timeout_seconds: 0.01 }));
+      assert.equal(result.status, 'timeout');
+      assert.equal(result.stdout, '');
+      assert.ok(performance.now() - startedAt < 10_000);
+    });
+  });
+
   describe('client disconnects', () => {
     for (const [language, code] of [
       ['python', 'import time\nprint("started", flush=True)\ntime.sleep(120)'],

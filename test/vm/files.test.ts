@@ -196,6 +196,14 @@ describe('files API', () => {
     assert.equal(JSON.parse(got.body.toString()).error.code, 'file_not_found');
   });
 
+  it('refuses to download a device that never ends', async () => {
+    const got = await download('/dev/zero');
+    assert.equal(got.status, 400);
+    assert.equal(JSON.parse(got.body.toString()).error.code, 'not_a_file');
+    const alive = await execute(server.target, session.id, { code: 'print("alive")' });
+    assert.equal(alive.stdout, 'alive\n');
+  });
+
   it('refuses to download a directory', async () => {
     const got = await download('/root');
     assert.equal(got.status, 400);
