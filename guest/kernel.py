@@ -26,12 +26,25 @@ def join_cgroup():
             procs.write(str(os.getpid()))
 
 
+def read_exact(stream, size):
+    """Reads exactly size bytes, or returns fewer only at end of file: a pipe read returns
+    at most what the pipe holds, far less than a large request."""
+    chunks = []
+    while size:
+        chunk = stream.read(size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
 def read_request(stream):
-    header = stream.read(LENGTH.size)
+    header = read_exact(stream, LENGTH.size)
     if len(header) < LENGTH.size:
         return None
     (length,) = LENGTH.unpack(header)
-    return json.loads(stream.read(length))
+    return json.loads(read_exact(stream, length))
 
 
 def write_reply(stream, reply):
