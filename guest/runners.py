@@ -7,6 +7,7 @@ they are produced, up to the call's output limit per stream, and returns the res
 import fcntl
 import json
 import os
+import select
 import selectors
 import signal
 import struct
@@ -228,6 +229,16 @@ class PythonRunner:
             result.update(status="error", exit_code=self.last_exit_code)
             if self.cgroups.new_oom_kills():
                 result["error"] = memory_error(self.cgroups)
+            elif self.last_exit_code is None:
+                result["exit_code"] = 1
+                result["error"] = {
+                    "name": "KernelDied",
+                    "value": (
+                        "the Python kernel's reply pipe carried something that was not a reply, "
+                        "so the kernel was restarted and its variables are lost"
+                    ),
+                    "traceback": "",
+                }
             else:
                 result["error"] = {
                     "name": "KernelDied",
@@ -266,6 +277,13 @@ class PythonRunner:
                     except EOFError:
                         # The kernel died; its pidfd may not have fired yet.
                         return self._restart_after_death(output, interrupted_at)
+                    except MalformedReply:
+                        # The pipe cannot be trusted any more, so neither can the kernel.
+                        self.last_exit_code = None
+                        self._drain(output)
+                        self._stop()
+                        self.start()
+                        return None, interrupted_at is not None, True
                     self._drain(output)
                     return reply, interrupted_at is not None, False
                 if key.data == "exit":
@@ -301,17 +319,35 @@ class PythonRunner:
         output.drain(self.stderr_fd, protocol.STDERR)
 
 
+class MalformedReply(Exception):
+    """The kernel's reply pipe carried something other than a whole, valid reply. User code
+    can write to that pipe, so this is not trusted to be the kernel's doing."""
+
+
+# A real reply is a few hundred bytes written at once; one that takes longer is not real.
+REPLY_READ_TIMEOUT_SECONDS = 2.0
+MAX_REPLY_BYTES = 1 << 20
+
+
 def read_reply(fd):
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
-    header = read_exact(fd, 4)
-    (length,) = struct.unpack(">I", header)
-    return json.loads(read_exact(fd, length))
+    """Reads one length-prefixed JSON reply. Raises EOFError when the kernel is gone and
+    MalformedReply when the bytes do not form a reply within the read timeout."""
+    deadline = time.monotonic() + REPLY_READ_TIMEOUT_SECONDS
+    (length,) = struct.unpack(">I", read_exact(fd, 4, deadline))
+    if length > MAX_REPLY_BYTES:
+        raise MalformedReply(f"a reply of {length} bytes")
+    try:
+        return json.loads(read_exact(fd, length, deadline))
+    except ValueError as error:
+        raise MalformedReply(str(error)) from error
 
 
-def read_exact(fd, size):
+def read_exact(fd, size, deadline):
     chunks = []
     while size:
+        ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+        if not ready:
+            raise MalformedReply("a reply that stopped partway")
         chunk = os.read(fd, size)
         if not chunk:
             raise EOFError("the Python kernel closed its reply pipe")

@@ -345,6 +345,30 @@ describe('execution semantics', () => {
       }
     });
 
+    it('survives code that writes into the reply pipe', async () => {
+      const code = [
+        'import os, stat, fcntl',
+        'for name in os.listdir("/proc/self/fd"):',
+        '    fd = int(name)',
+        '    try:',
+        '        mode = os.fstat(fd).st_mode',
+        '        writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY',
+        '    except OSError:',
+        '        continue',
+        '    if fd > 2 and stat.S_ISFIFO(mode) and writable:',
+        '        os.write(fd, b"\\x00\\x10\\x00\\x00")',
+        'import time',
+        'time.sleep(100)',
+      ].join('\n');
+      const startedAt = performance.now();
+      const result = await run({ code, timeout_seconds: 30 });
+      assert.ok(performance.now() - startedAt < 20_000, 'the call ended well before its timeout');
+      assert.equal(result.kernel_restarted, true);
+      assert.equal(result.error?.name, 'KernelDied');
+      const after = await run({ code: 'print("alive")' });
+      assert.equal(after.stdout, 'alive\n');
+    });
+
     it('enforces a tiny Bash timeout', async () => {
       const startedAt = performance.now();
       const result = await run(bash('sleep 15; echo survived', { timeout_seconds: 0.01 }));
