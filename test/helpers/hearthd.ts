@@ -1,9 +1,11 @@
+import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { callApi, type Target } from '../../src/cli/client.js';
 import { hearthHome } from '../../src/config.js';
+import { HearthError } from '../../src/errors.js';
 import { startHearthd, type HearthdConfig, type RunningHearthd } from '../../src/server/hearthd.js';
 
 export interface TestHearthd {
@@ -112,4 +114,15 @@ export async function execute(
     `/v1/sessions/${sessionId}/execute`,
     body,
   )) as import('../../src/api/schema.js').ExecuteResult;
+}
+
+/** Awaits a call that must fail with a hearth error, and returns that error. */
+export async function rejection(promise: Promise<unknown>): Promise<HearthError> {
+  try {
+    await promise;
+  } catch (error) {
+    if (error instanceof HearthError) return error;
+    throw error;
+  }
+  assert.fail('expected the call to be rejected');
 }

@@ -3,26 +3,16 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { ExecuteEvent } from '../../src/api/schema.js';
 import { callApi, openStream } from '../../src/cli/client.js';
-import { HearthError } from '../../src/errors.js';
 import {
   createSession,
   execute,
   leftoverVms,
   qemuProcessesUnder,
+  rejection,
   startTestHearthd,
   type CreatedSession,
   type TestHearthd,
 } from '../helpers/hearthd.js';
-
-async function apiError(promise: Promise<unknown>): Promise<HearthError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof HearthError) return error;
-    throw error;
-  }
-  assert.fail('expected the call to fail');
-}
 
 describe('REST API', () => {
   let server: TestHearthd;
@@ -106,7 +96,7 @@ describe('REST API', () => {
   });
 
   it('rejects unknown fields with invalid_request', async () => {
-    const error = await apiError(
+    const error = await rejection(
       callApi(server.target, 'POST', `/v1/sessions/${session.id}/execute`, {
         code: '1',
         colour: 'blue',
@@ -118,13 +108,13 @@ describe('REST API', () => {
   });
 
   it('rejects out-of-range resources with invalid_request', async () => {
-    const error = await apiError(createSession(server.target, { cpu_count: 9 }));
+    const error = await rejection(createSession(server.target, { cpu_count: 9 }));
     assert.equal(error.code, 'invalid_request');
     assert.match(error.message, /cpu_count/);
   });
 
   it('answers 404 session_not_found for an unknown id', async () => {
-    const error = await apiError(callApi(server.target, 'GET', '/v1/sessions/ses_nope'));
+    const error = await rejection(callApi(server.target, 'GET', '/v1/sessions/ses_nope'));
     assert.equal(error.code, 'session_not_found');
     assert.equal(error.status, 404);
   });
@@ -136,7 +126,7 @@ describe('REST API', () => {
       state: string;
     };
     assert.equal(info.state, 'closed');
-    const error = await apiError(execute(server.target, short.id, { code: 'print(1)' }));
+    const error = await rejection(execute(server.target, short.id, { code: 'print(1)' }));
     assert.equal(error.code, 'session_closed');
     const remaining = await leftoverVms(server.runDir);
     assert.equal(remaining.length, 1, `only the suite's own VM should remain: ${remaining}`);

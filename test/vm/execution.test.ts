@@ -2,11 +2,11 @@
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
-import { HearthError } from '../../src/errors.js';
 import { buildWheel } from '../helpers/wheel.js';
 import {
   createSession,
   execute,
+  rejection,
   startTestHearthd,
   type CreatedSession,
   type TestHearthd,
@@ -17,16 +17,6 @@ const bash = (code: string, extra: Record<string, unknown> = {}) => ({
   code,
   ...extra,
 });
-
-async function rejection(promise: Promise<unknown>): Promise<HearthError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof HearthError) return error;
-    throw error;
-  }
-  assert.fail('expected the call to be rejected');
-}
 
 describe('execution semantics', () => {
   let server: TestHearthd;

@@ -9,26 +9,16 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { callApi, isHealthy, type Target } from '../../src/cli/client.js';
 import { hearthHome } from '../../src/config.js';
-import { HearthError } from '../../src/errors.js';
 import { Store } from '../../src/store/db.js';
 import {
   createSession,
   execute,
   leftoverVms,
   qemuProcessesUnder,
+  rejection,
   startTestHearthd,
   type TestHearthd,
 } from '../helpers/hearthd.js';
-
-async function rejection(promise: Promise<unknown>): Promise<HearthError> {
-  try {
-    await promise;
-  } catch (error) {
-    if (error instanceof HearthError) return error;
-    throw error;
-  }
-  assert.fail('expected the call to be rejected');
-}
 
 describe('API keys over TCP', () => {
   let server: TestHearthd;
