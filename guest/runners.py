@@ -27,6 +27,8 @@ INTERRUPT_GRACE_SECONDS = 2.0
 # Exit code reported for a call that hit its timeout, as coreutils' timeout(1) does.
 TIMEOUT_EXIT_CODE = 124
 READ_CHUNK_BYTES = 65536
+# Reads per drain before the caller's loop checks its deadline again: 1 MiB at most.
+DRAIN_CHUNKS = 16
 
 # Pids that runners wait for themselves, so that PID 1's orphan reaper leaves them alone.
 TRACKED_PIDS = set()
@@ -73,8 +75,13 @@ class OutputStreams:
             self.emit(frame_type, data[: self.limit_bytes - sent])
 
     def drain(self, fd, frame_type):
-        """Reads what the pipe contains now, without waiting. Returns False at end of file."""
-        while True:
+        """Reads what the pipe contains now, without waiting, up to DRAIN_CHUNKS reads.
+        Returns False at end of file.
+
+        The bound matters because a writer that never pauses, such as `yes`, can keep the
+        pipe from ever running empty; the caller's loop must get back to its deadline.
+        """
+        for _ in range(DRAIN_CHUNKS):
             try:
                 data = os.read(fd, READ_CHUNK_BYTES)
             except BlockingIOError:
@@ -82,6 +89,7 @@ class OutputStreams:
             if not data:
                 return False
             self.forward(frame_type, data)
+        return True
 
     def summary(self):
         stdout_bytes = self.totals[protocol.STDOUT]
