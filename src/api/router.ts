@@ -3,14 +3,14 @@ import type { Logger } from 'pino';
 import type { SessionManager } from '../sessions/manager.js';
 import type { Metrics } from './metrics.js';
 
-/** What a route handler gets: the parsed request and the services it may call. */
+/** The context of a route handler: the parsed request and the services it may call. */
 export interface RouteContext {
   request: IncomingMessage;
   response: ServerResponse;
   url: URL;
   /** Captures of the route's pattern, decoded. */
   params: string[];
-  /** Who sent the request: an API key id, or "local". */
+  /** The sender of the request: an API key id, or "local". */
   owner: string;
   manager: SessionManager;
   metrics: Metrics;
@@ -20,7 +20,7 @@ export interface RouteContext {
 export interface Route {
   method: string;
   pattern: RegExp;
-  /** Routes such as /healthz answer without an API key. */
+  /** Routes such as /healthz respond without an API key. */
   public?: boolean;
   handler: (context: RouteContext) => Promise<void>;
 }

@@ -19,7 +19,7 @@ export interface ApiOptions {
   logger: Logger;
   /** Require an API key on every request; hearthd sets it when it listens on TCP. */
   requireKey?: boolean;
-  /** Longest lifetime a session may ask for; longer requests are rejected. */
+  /** Maximum lifetime a session may request. Longer requests are rejected. */
   maxLifetimeSeconds?: number;
   defaultLifetimeSeconds?: number;
   /** Largest file upload accepted, in bytes. */

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { ErrorBody } from '../api/schema.js';
 import { HearthError } from '../errors.js';
 
-/** Where the CLI sends its requests: a Unix socket or a base URL. */
+/** The hearthd the CLI sends requests to: a Unix socket or a base URL. */
 export interface Target {
   socketPath?: string;
   baseUrl?: string;
@@ -19,7 +19,7 @@ export interface ApiResponse {
   body: unknown;
 }
 
-/** Sends a JSON request and parses the JSON answer; an error envelope becomes a HearthError. */
+/** Sends a JSON request and parses the JSON response. An error envelope becomes a HearthError. */
 export async function callApi(
   target: Target,
   method: string,
@@ -91,7 +91,7 @@ async function readAll(response: IncomingMessage): Promise<string> {
 function errorFromBody(body: unknown, status: number | undefined): HearthError {
   const error = (body as ErrorBody | null)?.error;
   if (error?.code) return new HearthError(error.code, error.message, status);
-  return new HearthError('server_error', `hearthd answered with HTTP ${status}.`, status);
+  return new HearthError('server_error', `hearthd responded with HTTP ${status}.`, status);
 }
 
 // The first start of a local hearthd may run the KVM probe, which takes up to 20 s.

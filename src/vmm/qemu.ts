@@ -7,7 +7,7 @@ import { HearthError } from '../errors.js';
 import { pollQmp, QmpClient } from './qmp.js';
 import type { RunningVm, VmExit, VmSpec, VmmDriver } from './types.js';
 
-/** How the VMs of one hearthd run: the accelerator picked by the probe, and why. */
+/** The acceleration of one hearthd's VMs: the accelerator the probe picked, and why. */
 export interface Acceleration {
   accelerator: 'kvm' | 'tcg';
   reason: string;

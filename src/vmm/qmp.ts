@@ -6,7 +6,7 @@ interface Pending {
   reject: (error: Error) => void;
 }
 
-// QMP answers in milliseconds; a command that takes longer means QEMU is stuck.
+// QMP replies within milliseconds, so a command that takes longer means QEMU is stuck.
 const COMMAND_TIMEOUT_MS = 10_000;
 
 /** A minimal client for QEMU's machine protocol (QMP) on a Unix socket. */
@@ -32,7 +32,7 @@ export class QmpClient {
           candidate.once('error', reject);
         });
         const client = new QmpClient(socket);
-        // The greeting arrives as the first line, answered like a command.
+        // The greeting arrives as the first line and is read like a command's reply.
         await client.waitForLine();
         await client.execute('qmp_capabilities');
         return client;
@@ -65,7 +65,7 @@ export class QmpClient {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(
         () =>
-          reject(new HearthError('vm_unavailable', 'QEMU did not answer a QMP command in time.')),
+          reject(new HearthError('vm_unavailable', 'QEMU did not reply to a QMP command in time.')),
         COMMAND_TIMEOUT_MS,
       );
       this.queue.push({
@@ -112,7 +112,7 @@ export class QmpClient {
   }
 }
 
-/** Polls a QMP query until `done` accepts its answer, or fails after the timeout. */
+/** Polls a QMP query until `done` accepts its reply, or fails after the timeout. */
 export async function pollQmp<T>(
   client: QmpClient,
   command: string,
