@@ -139,7 +139,6 @@ def refresh(settings):
     os.environ.update(settings.get("env") or {})
     if "random" in sys.modules:
         sys.modules["random"].seed()
-    return {"status": "ok"}
 
 
 def main():
@@ -159,8 +158,7 @@ def main():
             if "refresh" in request:
                 # A claiming session numbers its cells from 1, whatever the template ran.
                 kernel.cell_number = 0
-                write_reply(replies, refresh(request["refresh"]))
-                continue
+                refresh(request["refresh"])
             with CallContext(request):
                 reply = kernel.run(request)
         except KeyboardInterrupt as error:

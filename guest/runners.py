@@ -139,6 +139,8 @@ class PythonRunner:
         self.session_env = session_env
         self.process = None
         self.lock = threading.Lock()
+        # The env of a refresh that the kernel has not received yet, or None.
+        self.pending_refresh = None
 
     def start(self):
         with self.lock:
@@ -149,12 +151,13 @@ class PythonRunner:
         return self.process is not None and self.process.poll() is None
 
     def refresh(self, env):
-        """Applies a claiming session's env to the running kernel and reseeds its random
-        module, without restarting it."""
+        """Makes the running kernel take on a claiming session's env, reseed its random
+        module and number its cells from 1 before it runs the next call. It travels with
+        that call's request, which spares the greeting a round trip to the kernel."""
         with self.lock:
-            body = json.dumps({"refresh": {"env": env}}).encode()
-            os.write(self.request_fd, struct.pack(">I", len(body)) + body)
-            read_reply(self.reply_fd)
+            if self.pending_refresh is None:
+                self.pending_refresh = {}
+            self.pending_refresh.update(env)
 
     def _spawn(self):
         procs_path = self.cgroups.create("python")
@@ -211,9 +214,16 @@ class PythonRunner:
         started = time.monotonic()
         output = OutputStreams(emit, request["output_limit_bytes"])
 
-        body = json.dumps(
-            {"code": request["code"], "env": request.get("env") or {}, "cwd": request.get("cwd")}
-        ).encode()
+        kernel_request = {
+            "code": request["code"],
+            "env": request.get("env") or {},
+            "cwd": request.get("cwd"),
+        }
+        with self.lock:
+            if self.pending_refresh is not None:
+                kernel_request["refresh"] = {"env": self.pending_refresh}
+                self.pending_refresh = None
+        body = json.dumps(kernel_request).encode()
         os.write(self.request_fd, struct.pack(">I", len(body)) + body)
 
         timeout_seconds = request.get("timeout_seconds")
