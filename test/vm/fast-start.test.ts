@@ -223,4 +223,28 @@ describe('warm pool', () => {
     assert.equal(python.stdout, 'yes\n');
     await close(server, session.id);
   });
+
+  it('resets random state and cell numbers', async () => {
+    for (let attempt = 0; attempt < 300 && server.hearthd.pool!.idleCount < 2; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    const sessions = [await start(server), await start(server)];
+    assert.deepEqual(
+      sessions.map((session) => session.start_path),
+      ['pool', 'pool'],
+    );
+    const draws: string[] = [];
+    for (const session of sessions) {
+      const draw = await execute(server.target, session.id, {
+        code: 'import random\nprint(random.random())',
+      });
+      draws.push(draw.stdout);
+      const failure = (await execute(server.target, session.id, { code: '1/0' })) as {
+        error: { traceback: string };
+      };
+      assert.match(failure.error.traceback, /File "<cell 2>", line 1/);
+    }
+    assert.notEqual(draws[0], draws[1]);
+    await Promise.all(sessions.map((session) => close(server, session.id)));
+  });
 });
