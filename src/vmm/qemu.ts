@@ -50,6 +50,8 @@ const MIGRATION_TIMEOUT_MS = 30_000;
 // QEMU creates its listening socket within milliseconds of starting; a slow disk or a loaded
 // host can stretch that, but 10 s without it means QEMU failed.
 const DEFAULT_SOCKET_TIMEOUT_MS = 10_000;
+// How often to try the agent socket. A restore waits on it, so a coarse poll adds latency.
+const SOCKET_POLL_MS = 3;
 // TCG keeps translated code in a cache that is mapped up front; 256 MiB holds a Python
 // workload's hot code, where QEMU 7.2's default of 1 GiB mostly adds host memory per VM.
 const TCG_TRANSLATION_CACHE_MIB = 256;
@@ -159,12 +161,20 @@ export class QemuDriver implements VmmDriver {
   async start(spec: QemuVmSpec): Promise<QemuVm> {
     await mkdir(spec.runDir, { recursive: true });
     const logFd = openSync(join(spec.runDir, 'qemu.log'), 'w');
-    const child = spawn(
-      this.options.qemuPath ?? 'qemu-system-x86_64',
-      qemuArguments(spec, this.options.acceleration),
-      { stdio: ['ignore', logFd, logFd] },
-    );
-    closeSync(logFd);
+    // A restore reads the device state from an inherited fd, INCOMING_STATE_FD, which
+    // spares QEMU the shell and cat that an exec: migration would spawn.
+    const stateFd = spec.incomingStatePath ? openSync(spec.incomingStatePath, 'r') : null;
+    let child;
+    try {
+      child = spawn(
+        this.options.qemuPath ?? 'qemu-system-x86_64',
+        qemuArguments(spec, this.options.acceleration),
+        { stdio: ['ignore', logFd, logFd, ...(stateFd === null ? [] : [stateFd])] },
+      );
+    } finally {
+      closeSync(logFd);
+      if (stateFd !== null) closeSync(stateFd);
+    }
     const exited = new Promise<VmExit>((resolve) => {
       child.once('exit', (code, signal) => resolve({ code, signal }));
       child.once('error', () => resolve({ code: null, signal: null }));
@@ -185,7 +195,7 @@ export class QemuDriver implements VmmDriver {
         exited,
         this.options.socketTimeoutMs ?? DEFAULT_SOCKET_TIMEOUT_MS,
       );
-      if (spec.incomingStatePath) await loadState(spec, spec.incomingStatePath);
+      if (spec.incomingStatePath) await loadState(spec);
     } catch (error) {
       child.kill('SIGKILL');
       await exited;
@@ -242,13 +252,16 @@ async function saveState(spec: VmSpec, statePath: string): Promise<void> {
   }
 }
 
-async function loadState(spec: VmSpec, statePath: string): Promise<void> {
+/** The fd number under which a restoring QEMU inherits its device state file. */
+const INCOMING_STATE_FD = 3;
+
+async function loadState(spec: VmSpec): Promise<void> {
   const qmp = await QmpClient.connect(qmpSocketPath(spec));
   try {
     await qmp.execute('migrate-set-capabilities', {
       capabilities: [{ capability: 'x-ignore-shared', state: true }],
     });
-    await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellSafePath(statePath)}` });
+    await qmp.execute('migrate-incoming', { uri: `fd:${INCOMING_STATE_FD}` });
     const status = await pollQmp<{ status: string }>(
       qmp,
       'query-status',
@@ -314,7 +327,7 @@ async function connectWhenListening(
           `QEMU did not open the agent socket ${path} within ${timeoutMs} ms.`,
         );
       }
-      await new Promise((resolve) => setTimeout(resolve, 20));
+      await new Promise((resolve) => setTimeout(resolve, SOCKET_POLL_MS));
     }
   }
 }
