@@ -78,6 +78,8 @@ class Agent:
             # A cancel that arrives after its call ended, or before it started, does nothing.
             if self.current_call == call_id:
                 self.canceller.request()
+            else:
+                self.files.cancel(call_id)
         elif frame_type == protocol.SHUTDOWN:
             power_off()
         else:

@@ -112,6 +112,9 @@ class FileService:
         self.send_json = send_json
         self.uploads = {}
         self.failed_uploads = set()
+        # Call ids of downloads in progress, and of those the host has cancelled.
+        self.reads = set()
+        self.cancelled_reads = set()
 
     def error(self, call_id, error):
         self.send_json(protocol.ERROR, call_id, {"code": error.code, "message": str(error)})
@@ -148,7 +151,13 @@ class FileService:
         self.send_json(protocol.FILE_DONE, call_id, {"path": upload.path, "size": upload.size})
 
     def read(self, call_id, payload):
+        self.reads.add(call_id)
         threading.Thread(target=self._read, args=(call_id, payload), daemon=True).start()
+
+    def cancel(self, call_id):
+        """Stops a download whose reader on the host has gone. Other call ids are ignored."""
+        if call_id in self.reads:
+            self.cancelled_reads.add(call_id)
 
     def _read(self, call_id, payload):
         path = None
@@ -164,6 +173,8 @@ class FileService:
                 self.send_json(protocol.FILE_META, call_id, {"size": info.st_size})
                 size = 0
                 while True:
+                    if call_id in self.cancelled_reads:
+                        return  # the host dropped this call, so its frames would be discarded
                     chunk = source.read(CHUNK_BYTES)
                     if not chunk:
                         break
@@ -174,6 +185,9 @@ class FileService:
             self.error(call_id, error)
         except OSError as error:
             self.error(call_id, os_error(error, path))
+        finally:
+            self.reads.discard(call_id)
+            self.cancelled_reads.discard(call_id)
 
     def list(self, call_id, payload):
         path = None

@@ -111,6 +111,7 @@ export async function downloadFile(
 ): Promise<{ size: number; stream: Readable }> {
   const callId = channel.allocateCallId();
   let paused = false;
+  let finished = false;
   const stream = new Readable({
     read() {
       if (paused) {
@@ -120,6 +121,11 @@ export async function downloadFile(
     },
     destroy(error, callback) {
       channel.unregister(callId);
+      // A reader that leaves early, such as an HTTP client that disconnects, stops the
+      // guest from reading and sending the rest of the file.
+      if (!finished) {
+        channel.writeFrame(encodeFrame(FrameType.cancel, callId)).catch(() => undefined);
+      }
       if (paused) channel.resume();
       callback(error);
     },
@@ -142,9 +148,11 @@ export async function downloadFile(
             channel.pause();
           }
         } else if (frame.type === FrameType.fileDone) {
+          finished = true;
           channel.unregister(callId);
           stream.push(null);
         } else {
+          finished = true;
           channel.unregister(callId);
           const error = agentError(frame);
           if (started) stream.destroy(error);

@@ -196,6 +196,36 @@ describe('files API', () => {
     assert.equal(JSON.parse(got.body.toString()).error.code, 'file_not_found');
   });
 
+  it('stops a download its client leaves', async () => {
+    // Sparse, so the guest can read it at once, but far too large to send before the check.
+    await execute(server.target, session.id, {
+      language: 'bash',
+      code: 'truncate -s 64G /root/endless.bin',
+    });
+    await new Promise<void>((resolve, reject) => {
+      const request = httpRequest(
+        { socketPath, method: 'GET', path: filesUrl('/root/endless.bin') },
+        (response) => {
+          response.once('data', () => {
+            request.destroy();
+            resolve();
+          });
+        },
+      );
+      request.once('error', reject);
+      request.end();
+    });
+
+    // The agent keeps a download's file open while it reads it.
+    const check = await execute(server.target, session.id, {
+      language: 'bash',
+      code:
+        'for i in $(seq 50); do ls -l /proc/1/fd | grep -q endless.bin || break; sleep 0.1; done\n' +
+        'ls -l /proc/1/fd | grep -c endless.bin; rm /root/endless.bin',
+    });
+    assert.equal(check.stdout, '0\n');
+  });
+
   it('refuses to download a device that never ends', async () => {
     const got = await download('/dev/zero');
     assert.equal(got.status, 400);
