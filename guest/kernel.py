@@ -133,6 +133,26 @@ class CallContext:
         return False
 
 
+class StandardStreams:
+    """Copies of the pipes on fds 1 and 2. Code that closes sys.stdout, sys.stderr or the
+    fds, or points the fds elsewhere, loses its output for that call only."""
+
+    def __init__(self):
+        self.saved = {1: os.dup(1), 2: os.dup(2)}
+
+    def restore(self):
+        for fd, name, errors in ((1, "stdout", "strict"), (2, "stderr", "backslashreplace")):
+            try:
+                intact = os.path.sameopenfile(fd, self.saved[fd])
+            except OSError:
+                intact = False
+            if not intact:
+                os.dup2(self.saved[fd], fd)
+            stream = getattr(sys, name)
+            if stream is None or getattr(stream, "closed", False):
+                setattr(sys, name, open(fd, "w", encoding="utf-8", errors=errors, closefd=False))
+
+
 def refresh(settings):
     """Takes on a new session's env and reseeds the random module, for a kernel that was
     started before its session existed (warm pool, snapshot)."""
@@ -147,6 +167,7 @@ def main():
     requests = os.fdopen(int(os.environ.pop("HEARTH_REQUEST_FD")), "rb", buffering=0)
     replies = os.fdopen(int(os.environ.pop("HEARTH_REPLY_FD")), "wb", buffering=0)
     kernel = Kernel()
+    streams = StandardStreams()
     while True:
         try:
             try:
@@ -165,6 +186,7 @@ def main():
             # An interrupt that lands outside user code still ends the call as interrupted.
             reply = {"status": "error", "exit_code": 1, "error": describe(error, 0)}
         try:
+            streams.restore()
             sys.stdout.flush()
             sys.stderr.flush()
         except (OSError, ValueError):

@@ -359,6 +359,14 @@ describe('execution semantics', () => {
       assert.equal(after.stdout, 'alive\n');
     });
 
+    it('restores closed stdout and stderr', async () => {
+      const closing = await run({ code: 'import os, sys\nsys.stdout.close()\nos.close(2)' });
+      assert.equal(closing.status, 'ok');
+      const after = await run({ code: 'import sys\nprint("out")\nprint("err", file=sys.stderr)' });
+      assert.equal(after.stdout, 'out\n');
+      assert.equal(after.stderr, 'err\n');
+    });
+
     it('enforces a tiny Bash timeout', async () => {
       const startedAt = performance.now();
       const result = await run(bash('sleep 15; echo survived', { timeout_seconds: 0.01 }));
