@@ -14,6 +14,20 @@ export interface VmNetworkDevice {
   kernelArgs: string[];
 }
 
+/**
+ * eth0's settings as the guest agent applies them from the greeting. A VM restored from a
+ * snapshot gets them this way, because it kept the template's kernel command line.
+ */
+export interface GuestNetworkSettings {
+  address: string;
+  prefix: number;
+  /** The host's end of the TAP, which is the default route and the DNS resolver. */
+  gateway: string;
+  macAddress: string;
+  /** The package-managers preset's guest files, present only when the policy allows it. */
+  packageFiles: { pip?: string; npm?: string; apt?: string };
+}
+
 /** A VM's network on the host: its TAP, addresses and egress rules. */
 export interface VmNetwork {
   device: VmNetworkDevice;
