@@ -31,8 +31,16 @@ export interface GuestNetworkSettings {
 /** A VM's network on the host: its TAP, addresses and egress rules. */
 export interface VmNetwork {
   device: VmNetworkDevice;
-  /** The policy in effect, for the session's info. */
+  /** The policy in effect, for the session's info. setPolicy() replaces it. */
   policy: EgressPolicy;
+  /** Settings for the guest's greeting. setPolicy() replaces their package files. */
+  guest: GuestNetworkSettings;
+  /**
+   * Replaces the policy, for a warm pool VM that waited under deny-all and is handed to a
+   * session. Pins and allowed ranges change in one nft transaction. Connections that are
+   * already established are not cut, so call it before the guest has made any.
+   */
+  setPolicy(policy: EgressPolicy): Promise<void>;
   /** Removes the TAP, rules and DNS pins. Idempotent. */
   detach(): Promise<void>;
   /** Connection attempts the policy refused so far (see NetworkService.deniedConnections). */
@@ -42,6 +50,8 @@ export interface VmNetwork {
 /** Gives VMs their network. hearthd runs without one when egress is disabled. */
 export interface NetworkService {
   attach(vmId: string, policy: EgressPolicy): Promise<VmNetwork>;
+  /** Throws invalid_egress_policy (HTTP 400), naming the first entry it cannot enforce. */
+  validatePolicy(policy: EgressPolicy): void;
   /** Removes devices and rules left by an earlier hearthd that are not in use. */
   reconcile(): Promise<void>;
   /** Removes everything this service created. */
