@@ -5,6 +5,13 @@ export interface EgressPolicy {
   allowPackageManagers: boolean;
 }
 
+/** A policy that allows nothing, with every list empty. */
+export const DENY_ALL: EgressPolicy = {
+  allowDomains: [],
+  allowCidrs: [],
+  allowPackageManagers: false,
+};
+
 /** What a VMM driver needs to give a VM its network device. */
 export interface VmNetworkDevice {
   /** Host TAP device the VM's virtio-net device is attached to. */
