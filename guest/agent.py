@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import network  # noqa: E402
 import protocol  # noqa: E402
 from cgroups import UserCgroups  # noqa: E402
 from files import FileService  # noqa: E402
@@ -92,13 +93,25 @@ class Agent:
     def hello(self, call_id, request):
         """Replies to the host's greeting. A VM from the warm pool or a snapshot is greeted
         again when a session claims it: the clock, the session's env and the random state
-        are refreshed then, because they must not be the template's."""
+        are refreshed then, because they must not be the template's. A network field in
+        the greeting reconfigures eth0 too. If that fails, the reply is an error frame with
+        the code network_setup_failed, and the agent keeps serving."""
         wall_clock_ns = request.get("wall_clock_ns")
         if isinstance(wall_clock_ns, int):
             time.clock_settime_ns(time.CLOCK_REALTIME, wall_clock_ns)
         entropy = request.get("entropy")
         if entropy:
             reseed_kernel_random(base64.b64decode(entropy))
+        if request.get("network") is not None:
+            try:
+                network.configure(request["network"])
+            except network.NetworkSetupError as error:
+                self.send_json(
+                    protocol.ERROR,
+                    call_id,
+                    {"code": "network_setup_failed", "message": f"guest network setup: {error}"},
+                )
+                return
         env = {str(k): str(v) for k, v in request.get("env", {}).items()}
         self.session_env.update(env)
         self.bash.apply_session_env(env)

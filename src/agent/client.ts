@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Duplex, Readable } from 'node:stream';
 import { HearthError } from '../errors.js';
+import type { GuestNetworkSettings } from '../network/types.js';
 import {
   downloadFile,
   listFiles,
@@ -80,12 +81,16 @@ export class AgentClient implements FrameChannel {
   /**
    * Greets the agent with the host's clock, the session's env and fresh entropy. A VM that
    * was started before its session (warm pool, snapshot) is greeted again when claimed.
+   * With `network`, the guest first reconfigures eth0 from it (MAC, address, route,
+   * resolver, package-manager files). If that fails, the call rejects with
+   * network_setup_failed.
    */
-  async hello(env: Record<string, string>): Promise<AgentReady> {
+  async hello(env: Record<string, string>, network?: GuestNetworkSettings): Promise<AgentReady> {
     const frame = await this.request(FrameType.hello, {
       wall_clock_ns: Date.now() * 1_000_000,
       env,
       entropy: randomBytes(64).toString('base64'),
+      ...(network ? { network: networkRequest(network) } : {}),
     });
     return JSON.parse(frame.payload.toString()) as AgentReady;
   }
@@ -272,6 +277,22 @@ class OutputBuffer {
   contents(): Buffer {
     return Buffer.concat(this.chunks, this.size);
   }
+}
+
+/** Builds the greeting's network field, in the agent protocol's snake_case. */
+function networkRequest(network: GuestNetworkSettings) {
+  const files = network.packageFiles;
+  return {
+    address: network.address,
+    prefix: network.prefix,
+    gateway: network.gateway,
+    mac_address: network.macAddress,
+    files: {
+      ...(files.pip !== undefined ? { pip_conf: files.pip } : {}),
+      ...(files.npm !== undefined ? { npmrc: files.npm } : {}),
+      ...(files.apt !== undefined ? { apt_conf: files.apt } : {}),
+    },
+  };
 }
 
 function agentError(frame: Frame): HearthError {

@@ -172,6 +172,19 @@ export function deleteVmRuleset(slot: number, tapDevice: string): string {
   return lines.join('\n') + '\n';
 }
 
+/**
+ * Replaces a VM's allowed ranges and empties its pinned set, as one transaction. The pins
+ * go because they are addresses of names that the old policy allowed.
+ */
+export function replacePolicyRuleset(slot: number, cidrs: readonly Ipv4Cidr[]): string {
+  const names = vmObjectNames(slot);
+  const lines = [`flush set ${TABLE} ${names.cidrs}`, `flush set ${TABLE} ${names.pins}`];
+  if (cidrs.length > 0) {
+    lines.push(`add element ${TABLE} ${names.cidrs} { ${cidrs.map(formatCidr).join(', ')} }`);
+  }
+  return lines.join('\n') + '\n';
+}
+
 export interface PinUpdate {
   address: string;
   timeoutSeconds: number;

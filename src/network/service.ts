@@ -30,10 +30,11 @@ import {
   baseRuleset,
   deleteVmRuleset,
   pinRuleset,
+  replacePolicyRuleset,
   vmObjectNames,
 } from './ruleset.js';
 import { createTap, deleteTap, listRouteDestinations, readSysctl, writeSysctl } from './tap.js';
-import type { EgressPolicy, NetworkService, VmNetwork } from './types.js';
+import type { EgressPolicy, GuestNetworkSettings, NetworkService, VmNetwork } from './types.js';
 
 // x86 Linux accepts a 2048-byte command line. hearth's own arguments and the virtio-mmio
 // devices QEMU appends take under 600 bytes (an estimate), so the network and package
@@ -44,6 +45,7 @@ const IP_FORWARD = 'net/ipv4/ip_forward';
 interface AttachedVm {
   vmId: string;
   addressing: VmAddressing;
+  /** Replaced whole by setPolicy(); the proxies read it on every check. */
   policy: ResolvedPolicy;
   pins: PinTable;
   /** Pin updates applied one after another, so an answer never overtakes an earlier pin. */
@@ -62,6 +64,7 @@ export class EgressService implements NetworkService {
   private readonly vms = new Map<string, AttachedVm>();
   private readonly preset: PresetAllowance | null;
   private readonly presetKernelArgs: string[];
+  private readonly presetFiles: GuestNetworkSettings['packageFiles'];
   private started: Promise<void> | null = null;
   private guardForwarding = false;
   private closing: Promise<void> | null = null;
@@ -75,7 +78,8 @@ export class EgressService implements NetworkService {
     this.pool = new AddressPool(config.pool);
     this.denied = deniedRanges(config.pool, config.extraDeniedCidrs);
     this.preset = hasAnyIndex(indexes) ? presetAllowance(indexes) : null;
-    this.presetKernelArgs = packageKernelArgs(indexes);
+    this.presetFiles = guestPackageConfig(indexes);
+    this.presetKernelArgs = packageKernelArgs(this.presetFiles);
   }
 
   /**
@@ -136,6 +140,10 @@ export class EgressService implements NetworkService {
     await this.started;
   }
 
+  validatePolicy(policy: EgressPolicy): void {
+    resolvePolicy(policy, policy.allowPackageManagers ? this.preset : null);
+  }
+
   async attach(vmId: string, policy: EgressPolicy): Promise<VmNetwork> {
     if (this.closing) {
       throw new HearthError('server_shutting_down', 'hearthd is shutting down.', 503);
@@ -182,12 +190,57 @@ export class EgressService implements NetworkService {
       `hearth.net=${addressing.guest}/${addressing.prefix},${addressing.gateway}`,
     ];
     if (policy.allowPackageManagers) kernelArgs.push(...this.presetKernelArgs);
-    return {
+    const network: VmNetwork = {
       device: { tapDevice: addressing.tapDevice, macAddress: addressing.macAddress, kernelArgs },
       policy,
+      guest: this.guestSettings(addressing, policy),
+      setPolicy: async (next) => {
+        await this.setPolicy(vm, next);
+        network.policy = next;
+        network.guest = this.guestSettings(addressing, next);
+      },
       detach: () => this.detach(vm),
       deniedConnections: () => this.deniedConnections(vmId),
     };
+    return network;
+  }
+
+  private guestSettings(addressing: VmAddressing, policy: EgressPolicy): GuestNetworkSettings {
+    return {
+      address: addressing.guest,
+      prefix: addressing.prefix,
+      gateway: addressing.gateway,
+      macAddress: addressing.macAddress,
+      packageFiles: policy.allowPackageManagers ? { ...this.presetFiles } : {},
+    };
+  }
+
+  /**
+   * Replaces an attached VM's policy. The nft sets change in one transaction, then the
+   * names that the DNS and HTTP/TLS proxies check. The swap waits in the pin queue, so no
+   * pin made under the old policy lands after it. A bad policy throws
+   * invalid_egress_policy and the old one stays.
+   */
+  private async setPolicy(vm: AttachedVm, policy: EgressPolicy): Promise<void> {
+    const resolved = resolvePolicy(policy, policy.allowPackageManagers ? this.preset : null);
+    const swap = vm.pinQueue.then(async () => {
+      if (vm.detaching) {
+        throw new HearthError(
+          'network_setup_failed',
+          `The network of VM ${vm.vmId} is being removed, so its policy cannot change.`,
+          500,
+        );
+      }
+      await applyRuleset(replacePolicyRuleset(vm.addressing.slot, resolved.cidrs));
+      vm.policy = resolved;
+      vm.pins = new PinTable();
+    });
+    vm.pinQueue = swap.catch(() => undefined);
+    await swap;
+    this.logger.info(
+      { vmId: vm.vmId, domains: resolved.domains.length, cidrs: resolved.cidrs.map(formatCidr) },
+      'VM egress policy replaced',
+    );
   }
 
   /**
@@ -243,7 +296,7 @@ export class EgressService implements NetworkService {
   private async setUp(vm: AttachedVm): Promise<void> {
     const { addressing, policy } = vm;
     const logger = this.logger.child({ vmId: vm.vmId });
-    const isAllowed = (name: string) => matchesDomain(policy.domains, name);
+    const isAllowed = (name: string) => matchesDomain(vm.policy.domains, name);
     await createTap(addressing.tapDevice, `${addressing.gateway}/${addressing.prefix}`);
     vm.dns = await DnsProxy.start({
       bindAddress: addressing.gateway,
@@ -283,6 +336,9 @@ export class EgressService implements NetworkService {
     );
     const applied = vm.pinQueue.then(async () => {
       if (vm.detaching) return false;
+      // The name was checked before this pin waited in the queue, maybe under a policy
+      // that setPolicy() has replaced since.
+      if (!matchesDomain(vm.policy.domains, name)) return false;
       const updates = vm.pins.record(name, reachable, Date.now());
       if (updates === null) return false;
       if (updates.length === 0) return true;
@@ -338,8 +394,7 @@ export class EgressService implements NetworkService {
 }
 
 /** Kernel arguments carrying the guest's package-manager files, base64 encoded. */
-function packageKernelArgs(indexes: PackageIndexes): string[] {
-  const files = guestPackageConfig(indexes);
+function packageKernelArgs(files: GuestNetworkSettings['packageFiles']): string[] {
   const args: string[] = [];
   if (files.pip) args.push(`hearth.pip=${Buffer.from(files.pip).toString('base64')}`);
   if (files.npm) args.push(`hearth.npmrc=${Buffer.from(files.npm).toString('base64')}`);

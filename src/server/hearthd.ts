@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { HearthError } from '../errors.js';
 import { findImages } from '../image/index.js';
 import { egressConfigFromEnv, type EgressConfig } from '../network/config.js';
-import type { NetworkService } from '../network/types.js';
+import { DENY_ALL, type NetworkService } from '../network/types.js';
 import { reconcileRunRoot } from '../sessions/reconcile.js';
 import { SessionManager } from '../sessions/manager.js';
 import { chooseAcceleration, probeKvm } from '../vmm/accel.js';
@@ -174,7 +174,14 @@ async function startClaimed(
   // After the VMs of an earlier hearthd are gone, their TAPs and nft rules can go too.
   const network = config.egress ? await startNetwork(config.egress, logger) : undefined;
 
-  const { snapshots, pool } = await startFastPaths(config, driver, images, runRoot, acceleration);
+  const { snapshots, pool } = await startFastPaths(
+    config,
+    driver,
+    images,
+    runRoot,
+    acceleration,
+    network,
+  );
   const manager = new SessionManager({
     snapshots,
     pool,
@@ -186,6 +193,7 @@ async function startClaimed(
     maxQueuedExecutions: config.maxQueuedExecutions,
     store,
     network,
+    logger,
   });
   const server = createServer(
     createApiHandler({
@@ -238,8 +246,9 @@ export const DEFAULT_SHAPE = {
 };
 
 /**
- * Sets up snapshots and the warm pool, which need QEMU and VMs without a network device.
- * The default shape's snapshot is made in the background, then the pool fills from it.
+ * Sets up snapshots and the warm pool, which need QEMU. The default shape's snapshot is
+ * made in the background, then the pool fills from it. With a network service, pool VMs
+ * wait on their own TAP under deny-all until a session claims one with its own policy.
  */
 async function startFastPaths(
   config: HearthdConfig,
@@ -247,6 +256,7 @@ async function startFastPaths(
   images: GuestImages,
   runRoot: string,
   acceleration: Acceleration,
+  network: NetworkService | undefined,
 ): Promise<{ snapshots?: SnapshotStore; pool?: WarmPool }> {
   if (!(driver instanceof QemuDriver)) return {};
   const { logger } = config;
@@ -265,6 +275,7 @@ async function startFastPaths(
       vmmIdentity: `${stdout.split('\n')[0]} ${acceleration.accelerator}`,
       ...bootOptions,
       logger,
+      network,
     });
     await snapshots.removeStale();
   }
@@ -279,12 +290,20 @@ async function startFastPaths(
     startVm: async () => {
       if (snapshots && (await snapshots.has(DEFAULT_SHAPE))) {
         try {
-          return { booted: await snapshots.restore(DEFAULT_SHAPE, {}), path: 'snapshot' };
+          return {
+            booted: await snapshots.restore(DEFAULT_SHAPE, {}, DENY_ALL),
+            path: 'snapshot',
+          };
         } catch {
           // fall back to a boot below
         }
       }
-      const booted = await bootVm(driver, images, { ...DEFAULT_SHAPE, env: {}, ...bootOptions });
+      const booted = await bootVm(driver, images, {
+        ...DEFAULT_SHAPE,
+        env: {},
+        ...bootOptions,
+        attachNetwork: network ? (vmId) => network.attach(vmId, DENY_ALL) : undefined,
+      });
       return { booted, path: 'boot' };
     },
   });

@@ -2,8 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type { AgentResult, ExecHandlers } from '../agent/client.js';
 import { HearthError } from '../errors.js';
 import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
 import type { FileListing } from '../agent/files.js';
-import type { EgressPolicy, NetworkService } from '../network/types.js';
+import { DENY_ALL, type EgressPolicy, type NetworkService } from '../network/types.js';
 import type { SessionRecord, Store } from '../store/db.js';
 import type { VmmDriver } from '../vmm/types.js';
 import type { WarmPool } from './pool.js';
@@ -94,6 +95,8 @@ export interface ManagerOptions {
   pool?: WarmPool;
   /** Snapshots to restore sessions from instead of booting. */
   snapshots?: SnapshotStore;
+  /** Receives the reasons a pool VM or a snapshot was passed over for a slower start. */
+  logger?: Logger;
 }
 
 function notFound(id: string): HearthError {
@@ -139,8 +142,6 @@ function infoFromRecord(record: SessionRecord): SessionInfo {
     egress: null,
   };
 }
-
-const DENY_ALL: EgressPolicy = { allowDomains: [], allowCidrs: [], allowPackageManagers: false };
 
 function isDenyAll(policy: EgressPolicy): boolean {
   return (
@@ -215,6 +216,8 @@ export class SessionManager {
         400,
       );
     }
+    // Checked before any VM is started or taken from the pool for it.
+    network?.validatePolicy(egress);
     const now = new Date();
     const session = new Session(
       `ses_${randomBytes(8).toString('hex')}`,
@@ -270,9 +273,11 @@ export class SessionManager {
 
   /**
    * Starts a session's VM by the fastest path that fits: a warm pool VM, a snapshot
-   * restore, or a fresh boot. Pool and snapshot VMs have no network device, so a hearthd
-   * with a network service always boots. A snapshot that fails to restore falls back to a
-   * boot; a boot of a shape without a snapshot makes one in the background.
+   * restore, or a fresh boot. With a network service, a pool VM waits on its own TAP under
+   * deny-all and gets the session's policy and network settings when claimed, and a
+   * restore attaches a new TAP with the session's policy. A pool VM or snapshot that
+   * fails falls back to the next path, and each failed VM detaches its network when it is
+   * destroyed. A boot of a shape without a snapshot makes one in the background.
    */
   private async startVm(
     options: SessionOptions,
@@ -284,23 +289,32 @@ export class SessionManager {
       memoryMib: options.memoryMib,
       diskMib: options.diskMib,
     };
-    if (!network && pool?.fits(shape)) {
+    if (pool?.fits(shape)) {
       const pooled = pool.take();
       if (pooled) {
         try {
-          // The second greeting gives the VM this session's env, the clock and new entropy.
-          pooled.ready = await pooled.agent.hello(options.env);
+          if (network) {
+            if (!pooled.network) throw new Error('the pool VM has no network device');
+            await pooled.network.setPolicy(egress);
+          }
+          // The second greeting gives the VM this session's env, the clock, new entropy
+          // and, with a network, eth0's settings and the policy's package-manager files.
+          pooled.ready = await pooled.agent.hello(options.env, pooled.network?.guest);
           return { booted: pooled, path: 'pool' };
-        } catch {
+        } catch (error) {
+          this.options.logger?.warn(
+            { vmId: pooled.vm.vmId, err: (error as Error).message },
+            'pool VM could not be claimed; starting another way',
+          );
           await pooled.destroy();
         }
       }
     }
-    if (!network && snapshots && (await snapshots.has(shape))) {
+    if (snapshots && (await snapshots.has(shape))) {
       try {
-        return { booted: await snapshots.restore(shape, options.env), path: 'snapshot' };
+        return { booted: await snapshots.restore(shape, options.env, egress), path: 'snapshot' };
       } catch {
-        // restore() deleted the broken snapshot; boot, and rebuild it below.
+        // restore() logged why and deleted a broken snapshot. Boot, and rebuild it below.
       }
     }
     const booted = await bootVm(this.options.driver, this.options.images, {
@@ -311,7 +325,7 @@ export class SessionManager {
       bootTimeoutMs: this.options.bootTimeoutMs,
       attachNetwork: network ? (vmId) => network.attach(vmId, egress) : undefined,
     });
-    if (!network && snapshots) void snapshots.ensure(shape);
+    if (snapshots) void snapshots.ensure(shape);
     return { booted, path: 'boot' };
   }
 

@@ -6,11 +6,17 @@
 // RAM, which is already in the file). A restore maps that RAM file copy-on-write, copies the
 // template's small sparse scratch disk, and loads the device state: restored VMs share the
 // unchanged pages through the host's page cache and never see each other's writes.
+//
+// With a network service, the template also has a virtio-net device on a TAP of its own
+// under a deny-all policy, with eth0 down and no address. The device state is saved, but
+// not the TAP behind it. Each restore attaches a new TAP with its session's policy, and the
+// greeting gives the guest its new MAC, address and gateway.
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { HearthError } from '../errors.js';
+import { DENY_ALL, type EgressPolicy, type NetworkService } from '../network/types.js';
 import type { QemuDriver } from '../vmm/qemu.js';
 import type { QemuVm } from '../vmm/qemu.js';
 import { bootVm, type BootedVm, type VmImages } from './vm.js';
@@ -33,6 +39,8 @@ export interface SnapshotStoreOptions {
   logDir: string;
   bootTimeoutMs: number;
   logger: Logger;
+  /** Gives templates and restored VMs a network device; part of the key. */
+  network?: NetworkService;
 }
 
 interface SnapshotFiles {
@@ -51,7 +59,8 @@ interface SnapshotMeta {
 }
 
 // Bump when what a snapshot contains changes, so that old ones are never restored.
-const SNAPSHOT_FORMAT_VERSION = 1;
+// Version 2 added the network device to templates of a hearthd with a network service.
+const SNAPSHOT_FORMAT_VERSION = 2;
 // A restore reaches its agent in well under a second even under TCG; ten means it hangs.
 const RESTORE_TIMEOUT_MS = 10_000;
 
@@ -73,6 +82,7 @@ export class SnapshotStore {
           images.kernelHash,
           images.rootfsHash,
           vmmIdentity,
+          this.options.network !== undefined,
           shape.cpuCount,
           shape.memoryMib,
           shape.diskMib,
@@ -110,14 +120,30 @@ export class SnapshotStore {
   }
 
   /**
-   * Starts a VM from the shape's snapshot and greets its agent with the session's env.
+   * Starts a VM from the shape's snapshot and greets its agent with the session's env and,
+   * with a network service, the network settings of a new TAP under `egress`.
    * A snapshot that fails to restore is deleted, so that the next ensure() rebuilds it.
+   * A failure to attach the network (no free address, say) keeps the snapshot, because
+   * the snapshot is not at fault.
    */
-  async restore(shape: VmShape, env: Record<string, string>): Promise<BootedVm> {
+  async restore(
+    shape: VmShape,
+    env: Record<string, string>,
+    egress: EgressPolicy = DENY_ALL,
+  ): Promise<BootedVm> {
     const key = this.key(shape);
     const files = this.files(key);
     const meta = await this.readMeta(files);
     if (!meta) throw new HearthError('snapshot_missing', `No snapshot ${key} to restore.`);
+    const { network } = this.options;
+    let attachFailed = false;
+    const attachNetwork = network
+      ? (vmId: string) =>
+          network.attach(vmId, egress).catch((error: unknown) => {
+            attachFailed = true;
+            throw error;
+          })
+      : undefined;
     try {
       return await bootVm(this.options.driver, this.options.images, {
         ...shape,
@@ -125,6 +151,7 @@ export class SnapshotStore {
         runRoot: this.options.runRoot,
         logDir: this.options.logDir,
         bootTimeoutMs: RESTORE_TIMEOUT_MS,
+        attachNetwork,
         snapshot: {
           memoryFile: { path: files.ramPath, shared: false },
           statePath: files.statePath,
@@ -132,6 +159,7 @@ export class SnapshotStore {
         },
       });
     } catch (error) {
+      if (attachFailed) throw error;
       this.options.logger.warn(
         { snapshot: key, err: (error as Error).message },
         'snapshot failed to restore; deleting it so it is rebuilt',
@@ -201,12 +229,14 @@ export class SnapshotStore {
     await writeFile(join(dir, 'owner.pid'), String(process.pid));
     let template: BootedVm | null = null;
     try {
+      const { network } = this.options;
       template = await bootVm(this.options.driver, this.options.images, {
         ...shape,
         env: {},
         runRoot: this.options.runRoot,
         logDir: this.options.logDir,
         bootTimeoutMs: this.options.bootTimeoutMs,
+        attachNetwork: network ? (vmId) => network.attach(vmId, DENY_ALL) : undefined,
         snapshot: {
           memoryFile: { path: files.ramPath, shared: true },
           scratchPath: files.scratchPath,

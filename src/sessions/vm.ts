@@ -26,7 +26,11 @@ export interface BootOptions {
   /** The directory that keeps the console and QEMU logs of a VM that failed to boot. */
   logDir: string;
   bootTimeoutMs: number;
-  /** Gives the VM a network device before it boots; without it the VM has none. */
+  /**
+   * Gives the VM a network device before it starts. Without it the VM has none. A booted
+   * VM reads its settings from the kernel command line. A snapshot template gets none, so
+   * its eth0 stays down with no address, and a restored VM gets them in the greeting.
+   */
   attachNetwork?: (vmId: string) => Promise<VmNetwork>;
   /** Starts from a snapshot, or makes a snapshot template; QEMU only. */
   snapshot?: {
@@ -87,6 +91,10 @@ export async function bootVm(
       await createScratchDisk(scratchPath, options.diskMib);
     }
     if (options.attachNetwork) network = await options.attachNetwork(vmId);
+    // A template and its restores keep one command line. A restore never reads it, because
+    // its guest kernel is already running.
+    const device =
+      network && options.snapshot ? { ...network.device, kernelArgs: [] } : network?.device;
     const spec: QemuVmSpec = {
       vmId,
       kernelPath: images.kernelPath,
@@ -95,7 +103,7 @@ export async function bootVm(
       cpuCount: options.cpuCount,
       memoryMib: options.memoryMib,
       runDir,
-      network: network?.device,
+      network: device,
       memoryFile: options.snapshot?.memoryFile,
       incomingStatePath: options.snapshot?.statePath,
     };
@@ -103,8 +111,9 @@ export async function bootVm(
     // Lets a restarted hearthd find and stop this VM's process, whichever driver ran it.
     await writeFile(join(runDir, 'vmm.pid'), String(vm.pid));
     const agent = new AgentClient(vm.channel);
+    const restoring = options.snapshot?.statePath !== undefined;
     const ready = await withTimeout(
-      agent.hello(options.env),
+      agent.hello(options.env, restoring ? network?.guest : undefined),
       options.bootTimeoutMs,
       vm.exited,
       join(options.logDir, `boot-failure-${vmId}-console.log`),

@@ -43,9 +43,17 @@ export const WORLD = {
 const SERVER_SCRIPT = fileURLToPath(new URL('./world-server.js', import.meta.url));
 const HEARTHD_SCRIPT = fileURLToPath(new URL('../../src/server/main.js', import.meta.url));
 
+/** The fast start paths of a world's hearthd; both are off unless a test turns them on. */
+export interface FastPaths {
+  snapshots?: boolean;
+  /** Idle VMs the warm pool keeps. */
+  poolSize?: number;
+}
+
 export class EgressWorld {
   private hearthd: ChildProcess | null = null;
   private readonly children: ChildProcess[] = [];
+  private fastPaths: FastPaths = {};
 
   private constructor(
     readonly host: Netns,
@@ -198,7 +206,8 @@ export class EgressWorld {
   }
 
   /** Starts hearthd in the host namespace with egress on and waits for its health check. */
-  async startHearthd(): Promise<void> {
+  async startHearthd(fastPaths: FastPaths = {}): Promise<void> {
+    this.fastPaths = fastPaths;
     await rm(this.home, { recursive: true, force: true });
     await mustRun('mkdir', ['-p', this.home]);
     await symlink(join(hearthHome(), 'images'), join(this.home, 'images'));
@@ -208,8 +217,12 @@ export class EgressWorld {
     await this.restartHearthd();
   }
 
-  /** Starts hearthd again on the same home and run directory (after a crash, say). */
-  async restartHearthd(): Promise<void> {
+  /**
+   * Starts hearthd again on the same home and run directory (after a crash, say), so that
+   * its snapshots are kept. `fastPaths` replaces the ones of the last start.
+   */
+  async restartHearthd(fastPaths?: FastPaths): Promise<void> {
+    if (fastPaths) this.fastPaths = fastPaths;
     const log = openSync(this.hearthdLog, 'a');
     const env = {
       ...process.env,
@@ -218,8 +231,8 @@ export class EgressWorld {
       HEARTH_LISTEN: this.target.socketPath!,
       HEARTH_LOG_LEVEL: 'info',
       HEARTH_BOOT_TIMEOUT_MS: '180000',
-      HEARTH_POOL_SIZE: '0',
-      HEARTH_SNAPSHOTS: '0',
+      HEARTH_POOL_SIZE: String(this.fastPaths.poolSize ?? 0),
+      HEARTH_SNAPSHOTS: this.fastPaths.snapshots ? '1' : '0',
       HEARTH_EGRESS: 'on',
       HEARTH_EGRESS_POOL: WORLD.pool,
       HEARTH_EGRESS_DNS_UPSTREAM: WORLD.dns,
@@ -252,6 +265,27 @@ export class EgressWorld {
     const child = this.hearthd;
     this.hearthd = null;
     if (child) await stopChild(child, signal);
+  }
+
+  /** Counts the lines of hearthd's log whose msg is `message`, across restarts. */
+  async countLogMessages(message: string): Promise<number> {
+    const text = await readFile(this.hearthdLog, 'utf8').catch(() => '');
+    const quoted = `"msg":${JSON.stringify(message)}`;
+    return text.split('\n').filter((line) => line.includes(quoted)).length;
+  }
+
+  /** Waits until hearthd has logged `message` at least `count` times in all. */
+  async waitForLogMessage(message: string, count: number, timeoutMs = 180_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while ((await this.countLogMessages(message)) < count) {
+      if (Date.now() > deadline) {
+        throw new Error(
+          `hearthd did not log "${message}" ${count} times within ${timeoutMs} ms:\n` +
+            (await this.tailLog()),
+        );
+      }
+      await sleep(250);
+    }
   }
 
   async tailLog(lines = 40): Promise<string> {

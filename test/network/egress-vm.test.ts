@@ -10,18 +10,10 @@ import { hearthHome } from '../../src/config.js';
 import { HearthError } from '../../src/errors.js';
 import { findImages } from '../../src/image/index.js';
 import { EgressWorld, WORLD } from '../helpers/egress-world.js';
+import { CURL, probeGuest } from '../helpers/guest-probe.js';
 import { createSession, execute, qemuProcessesUnder } from '../helpers/hearthd.js';
 import { testNamespaces } from '../helpers/netns.js';
 import { WORLD_PACKAGE } from '../helpers/world-server.js';
-
-interface ProbeResult {
-  /** The command's exit code; for curl, 7 means refused or unreachable, 28 a timeout. */
-  rc: number;
-  output: string;
-}
-
-// Denied connections are rejected at once; 8 s is for drops and a slow TCG guest.
-const CURL = 'curl -sS -m 8';
 
 /**
  * Returns a Python script that sends one DNS query for allowed.test to `server` and prints
@@ -57,28 +49,8 @@ describe('egress with real VMs', { skip: skipReason ?? false }, () => {
   let world: EgressWorld;
   const sessions: string[] = [];
 
-  /** Runs shell commands in the guest at the same time and returns each one's result. */
-  async function probe(
-    session: string,
-    commands: Record<string, string>,
-  ): Promise<Record<string, ProbeResult>> {
-    const names = Object.keys(commands);
-    const script = [
-      'rm -rf /tmp/probe && mkdir /tmp/probe && cd /tmp/probe',
-      ...names.map((name) => `{ ( ${commands[name]} ) >${name}.out 2>&1; echo $? >${name}.rc; } &`),
-      'wait',
-      `python3 -c 'import json; names = ${JSON.stringify(names)}; print(json.dumps({` +
-        'n: {"rc": int(open(n + ".rc").read()), "output": open(n + ".out").read()} ' +
-        "for n in names}))'",
-    ].join('\n');
-    const result = await execute(world.target, session, {
-      language: 'bash',
-      code: script,
-      timeout_seconds: 120,
-    });
-    assert.equal(result.exit_code, 0, `probe script failed: ${result.stderr}`);
-    return JSON.parse(result.stdout) as Record<string, ProbeResult>;
-  }
+  const probe = (session: string, commands: Record<string, string>) =>
+    probeGuest(world.target, session, commands);
 
   async function newSession(egress: Record<string, unknown>): Promise<string> {
     const session = await createSession(world.target, {

@@ -12,6 +12,7 @@ import {
   deleteVmRuleset,
   FORWARD_GUARD_CHAIN,
   pinRuleset,
+  replacePolicyRuleset,
   type VmRulesetOptions,
 } from '../../src/network/ruleset.js';
 import { parseHearthTaps } from '../../src/network/tap.js';
@@ -138,6 +139,23 @@ describe('nftables ruleset in a namespace', () => {
       'vm1_denied',
     ]);
     assert.equal(parseCounterPackets(counter), 0);
+  });
+
+  it('replaces a policy and drops its pins', async () => {
+    await nft(addVmRuleset(vm(4, ['198.18.0.10/32'])));
+    await nft(pinRuleset(4, [{ address: '198.18.0.12', timeoutSeconds: 120 }]));
+    await nft(replacePolicyRuleset(4, ['198.18.0.11/32', '10.1.0.0/16'].map(parseIpv4Cidr)));
+    const cidrs = await netns.must('nft', ['list', 'set', 'inet', 'hearth', 'vm4_cidrs']);
+    assert.match(cidrs, /10\.1\.0\.0\/16/);
+    assert.match(cidrs, /198\.18\.0\.11/);
+    assert.doesNotMatch(cidrs, /198\.18\.0\.10/);
+    const pins = await netns.must('nft', ['list', 'set', 'inet', 'hearth', 'vm4_pins']);
+    assert.doesNotMatch(pins, /198\.18\.0\.12/);
+
+    await nft(replacePolicyRuleset(4, []));
+    const emptied = await netns.must('nft', ['list', 'set', 'inet', 'hearth', 'vm4_cidrs']);
+    assert.doesNotMatch(emptied, /elements/);
+    await nft(deleteVmRuleset(4, 'hearth4'));
   });
 
   it('rejects a script with an error as a whole', async () => {

@@ -7,7 +7,13 @@ import { after, before, describe, it } from 'node:test';
 import { callApi } from '../../src/cli/client.js';
 import { DEFAULT_SHAPE } from '../../src/server/hearthd.js';
 import { buildWheel } from '../helpers/wheel.js';
-import { createSession, execute, startTestHearthd, type TestHearthd } from '../helpers/hearthd.js';
+import {
+  createSession,
+  execute,
+  rejection,
+  startTestHearthd,
+  type TestHearthd,
+} from '../helpers/hearthd.js';
 
 interface StartedSession {
   id: string;
@@ -134,6 +140,38 @@ describe('snapshot restore', () => {
     assert.notEqual(seen.stdout.split('\n')[1], 'changed');
     await close(server, first.id);
     await close(server, second.id);
+  });
+
+  it('reports a network greeting the guest cannot apply', async () => {
+    // This hearthd has no network service, so the restored guest has no eth0 to configure.
+    const booted = await server.hearthd.snapshots!.restore(DEFAULT_SHAPE, {});
+    try {
+      const error = await rejection(
+        booted.agent.hello(
+          {},
+          {
+            address: '100.96.0.2',
+            prefix: 30,
+            gateway: '100.96.0.1',
+            macAddress: '02:68:74:00:00:00',
+            packageFiles: {},
+          },
+        ),
+      );
+      assert.equal(error.code, 'network_setup_failed');
+      assert.match(error.message, /eth0/);
+      const after = await booted.agent.execute({
+        code: 'print("still serving")',
+        language: 'python',
+        timeout_seconds: 30,
+        env: {},
+        cwd: null,
+        output_limit_bytes: 1024,
+      });
+      assert.equal(after.stdout.toString(), 'still serving\n');
+    } finally {
+      await booted.destroy();
+    }
   });
 
   it('detects a broken snapshot, boots instead and rebuilds it', async () => {
