@@ -11,6 +11,8 @@ import os
 import re
 import subprocess
 
+import runners
+
 INTERFACE = "eth0"
 # The same paths init-stage2 writes from hearth.pip=, hearth.npmrc= and hearth.aptconf=.
 PACKAGE_FILE_PATHS = {
@@ -45,17 +47,11 @@ def configure(settings):
         f"route replace default via {gateway} dev {INTERFACE}",
     ]
     try:
-        completed = subprocess.run(
-            ["ip", "-batch", "-"],
-            input="\n".join(commands) + "\n",
-            capture_output=True,
-            text=True,
-            timeout=IP_TIMEOUT_SECONDS,
-        )
+        returncode, stdout, stderr = run_ip_batch("\n".join(commands) + "\n")
     except (OSError, subprocess.TimeoutExpired) as error:
         raise NetworkSetupError(f"could not run ip: {error}") from error
-    if completed.returncode != 0:
-        output = "; ".join((completed.stderr or completed.stdout).strip().splitlines())
+    if returncode != 0:
+        output = "; ".join((stderr or stdout).strip().splitlines())
         raise NetworkSetupError(f"ip could not configure {INTERFACE}: {output}")
 
     write_file("/etc/resolv.conf", f"nameserver {gateway}\n")
@@ -70,6 +66,29 @@ def configure(settings):
         if not isinstance(content, str):
             raise NetworkSetupError(f"package file {name!r} must be a string")
         write_file(path, content)
+
+
+def run_ip_batch(batch):
+    """Runs `ip -batch -` on the given commands and returns (returncode, stdout, stderr).
+    The pid is tracked while it runs, so that PID 1's orphan reaper does not take its exit
+    status, which would make a failure look like success."""
+    process = subprocess.Popen(
+        ["ip", "-batch", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    runners.TRACKED_PIDS.add(process.pid)
+    try:
+        stdout, stderr = process.communicate(batch, timeout=IP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    finally:
+        runners.TRACKED_PIDS.discard(process.pid)
+    return process.returncode, stdout, stderr
 
 
 def validate(settings):
