@@ -136,7 +136,8 @@ async function warmUp(booted: BootedVm): Promise<void> {
   await booted.agent.hello({});
   const calls = [
     { language: 'python', code: 'print(1)' },
-    { language: 'bash', code: 'echo 1' },
+    // `ip` is what the agent runs to configure eth0 when a network session claims the VM.
+    { language: 'bash', code: 'ip link show dev lo >/dev/null && echo 1' },
   ] as const;
   for (const call of calls) {
     const { result } = await booted.agent.execute({
