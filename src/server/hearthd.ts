@@ -20,7 +20,7 @@ import { SessionManager } from '../sessions/manager.js';
 import { chooseAcceleration, probeKvm } from '../vmm/accel.js';
 import type { VmmDriver } from '../vmm/types.js';
 import type { GuestImages } from '../image/index.js';
-import { QemuDriver, type Acceleration } from '../vmm/qemu.js';
+import { kernelCommandLine, QemuDriver, type Acceleration } from '../vmm/qemu.js';
 
 export interface HearthdConfig {
   /** The state directory, with the guest images and the KVM probe's cached verdict. */
@@ -272,7 +272,12 @@ async function startFastPaths(
       dir: config.snapshotDir,
       driver,
       images,
-      vmmIdentity: `${stdout.split('\n')[0]} ${acceleration.accelerator}`,
+      // A template's kernel command line stays with every VM restored from it.
+      vmmIdentity: [
+        stdout.split('\n')[0],
+        acceleration.accelerator,
+        kernelCommandLine(acceleration),
+      ].join(' '),
       ...bootOptions,
       logger,
       network,

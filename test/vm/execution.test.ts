@@ -417,6 +417,12 @@ describe('execution semantics', () => {
       assert.equal(result.stdout, '1\n1\n');
     });
 
+    it('fixes address layouts under TCG only', async () => {
+      const result = await run(bash('cat /proc/sys/kernel/randomize_va_space'));
+      const tcg = server.hearthd.acceleration.accelerator === 'tcg';
+      assert.equal(result.stdout, tcg ? '0\n' : '2\n');
+    });
+
     it('runs a ProcessPoolExecutor', async () => {
       const result = await run({
         code: 'from concurrent.futures import ProcessPoolExecutor\nwith ProcessPoolExecutor(2) as pool:\n    print(list(pool.map(abs, [-1, -2])))',
