@@ -293,13 +293,15 @@ export class SessionManager {
       const pooled = pool.take();
       if (pooled) {
         try {
-          if (network) {
-            if (!pooled.network) throw new Error('the pool VM has no network device');
-            await pooled.network.setPolicy(egress);
-          }
           // The second greeting gives the VM this session's env, the clock, new entropy
           // and, with a network, eth0's settings and the policy's package-manager files.
-          pooled.ready = await pooled.agent.hello(options.env, pooled.network?.guest);
+          if (!network) {
+            this.greetWithoutWaiting(pooled, options.env);
+            return { booted: pooled, path: 'pool' };
+          }
+          if (!pooled.network) throw new Error('the pool VM has no network device');
+          await pooled.network.setPolicy(egress);
+          pooled.ready = await pooled.agent.hello(options.env, pooled.network.guest);
           return { booted: pooled, path: 'pool' };
         } catch (error) {
           this.options.logger?.warn(
@@ -327,6 +329,29 @@ export class SessionManager {
     });
     if (snapshots) void snapshots.ensure(shape);
     return { booted, path: 'boot' };
+  }
+
+  /**
+   * Greets a claimed pool VM without waiting for its reply, which spares a session a round
+   * trip to the guest. The agent handles frames in order and finishes a greeting before
+   * it reads the next frame, so the session's first call already runs with its env, clock
+   * and entropy. A greeting that fails stops the VM, and the session then closes as
+   * vm_exited. Network settings can fail and fall back to another VM, so network
+   * sessions wait for their greeting.
+   */
+  private greetWithoutWaiting(pooled: BootedVm, env: Record<string, string>): void {
+    pooled.agent.hello(env).then(
+      (ready) => {
+        pooled.ready = ready;
+      },
+      (error: Error) => {
+        this.options.logger?.warn(
+          { vmId: pooled.vm.vmId, err: error.message },
+          'pool VM failed its greeting; stopping it',
+        );
+        void pooled.destroy();
+      },
+    );
   }
 
   /** Returns a session of this owner, live or ended; another owner's is not found. */
