@@ -192,6 +192,9 @@ export class QemuDriver implements VmmDriver {
     }
     await writeFile(join(spec.runDir, 'qemu.pid'), String(child.pid));
 
+    // A restore connects to QMP while it waits for the agent socket, not after.
+    const qmpConnecting = spec.incomingStatePath ? QmpClient.connect(qmpSocketPath(spec)) : null;
+    qmpConnecting?.catch(() => undefined);
     let channel: Socket;
     try {
       channel = await connectWhenListening(
@@ -199,8 +202,9 @@ export class QemuDriver implements VmmDriver {
         exited,
         this.options.socketTimeoutMs ?? DEFAULT_SOCKET_TIMEOUT_MS,
       );
-      if (spec.incomingStatePath) await loadState(spec);
+      if (qmpConnecting) await loadState(await qmpConnecting);
     } catch (error) {
+      qmpConnecting?.then((qmp) => qmp.close()).catch(() => undefined);
       child.kill('SIGKILL');
       await exited;
       throw error;
@@ -259,8 +263,7 @@ async function saveState(spec: VmSpec, statePath: string): Promise<void> {
 /** The fd number under which a restoring QEMU inherits its device state file. */
 const INCOMING_STATE_FD = 3;
 
-async function loadState(spec: VmSpec): Promise<void> {
-  const qmp = await QmpClient.connect(qmpSocketPath(spec));
+async function loadState(qmp: QmpClient): Promise<void> {
   try {
     await qmp.execute('migrate-set-capabilities', {
       capabilities: [{ capability: 'x-ignore-shared', state: true }],
@@ -271,6 +274,7 @@ async function loadState(spec: VmSpec): Promise<void> {
       'query-status',
       (answer) => answer.status !== 'inmigrate',
       MIGRATION_TIMEOUT_MS,
+      1,
     );
     if (status.status !== 'paused') {
       throw new HearthError('snapshot_failed', `Restoring the VM left it ${status.status}.`);

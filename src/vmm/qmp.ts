@@ -112,12 +112,13 @@ export class QmpClient {
   }
 }
 
-/** Polls a QMP query until `done` accepts its reply, or fails after the timeout. */
+/** Polls a QMP query every `intervalMs` until `done` accepts its reply, or fails after the timeout. */
 export async function pollQmp<T>(
   client: QmpClient,
   command: string,
   done: (answer: T) => boolean,
   timeoutMs: number,
+  intervalMs = 5,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -129,6 +130,6 @@ export async function pollQmp<T>(
         `QEMU's ${command} did not settle in ${timeoutMs} ms.`,
       );
     }
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }
