@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, rename, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { AgentClient, type AgentReady } from '../agent/client.js';
@@ -40,6 +40,8 @@ export interface BootOptions {
     statePath?: string;
     /** Scratch disk to copy instead of making a new one, matching the saved guest. */
     scratchTemplate?: string;
+    /** A copy of scratchTemplate made ahead of time, moved into place instead of copying. */
+    scratchCopy?: string;
     /** The template's scratch disk path, used instead of one in the run directory. */
     scratchPath?: string;
   };
@@ -86,7 +88,14 @@ export async function bootVm(
   try {
     await mkdir(runDir, { recursive: true });
     if (options.snapshot?.scratchTemplate) {
-      await copySparse(options.snapshot.scratchTemplate, scratchPath);
+      const { scratchCopy, scratchTemplate } = options.snapshot;
+      const moved =
+        scratchCopy !== undefined &&
+        (await rename(scratchCopy, scratchPath).then(
+          () => true,
+          () => false,
+        ));
+      if (!moved) await copySparse(scratchTemplate, scratchPath);
     } else {
       await createScratchDisk(scratchPath, options.diskMib);
     }
@@ -176,6 +185,6 @@ async function withTimeout<T>(
 const execFileAsync = promisify(execFile);
 
 /** Copies a sparse disk image without filling its holes, so the copy costs what is used. */
-async function copySparse(source: string, target: string): Promise<void> {
+export async function copySparse(source: string, target: string): Promise<void> {
   await execFileAsync('cp', ['--sparse=always', source, target]);
 }

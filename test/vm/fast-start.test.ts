@@ -1,7 +1,7 @@
 // Sessions started from a snapshot or the warm pool, against real VMs.
 import assert from 'node:assert/strict';
 import { request as httpRequest } from 'node:http';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { callApi } from '../../src/cli/client.js';
@@ -140,6 +140,30 @@ describe('snapshot restore', () => {
     assert.notEqual(seen.stdout.split('\n')[1], 'changed');
     await close(server, first.id);
     await close(server, second.id);
+  });
+
+  it('keeps a scratch copy for the next restore', async () => {
+    const session = await start(server);
+    assert.equal(session.start_path, 'snapshot');
+    const dir = join(server.runDir, 'snapshots', server.hearthd.snapshots!.key(DEFAULT_SHAPE));
+    const spares = async () =>
+      (await readdir(dir)).filter((name) => name.startsWith(`spare-${process.pid}-`));
+    for (let attempt = 0; attempt < 50 && (await spares()).length === 0; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const [spare] = await spares();
+    assert.ok(spare, 'a spare copy was made');
+
+    const next = await start(server);
+    assert.equal(next.start_path, 'snapshot');
+    assert.ok(!(await spares()).includes(spare), 'the next restore used the spare copy');
+    const written = await execute(server.target, next.id, {
+      language: 'bash',
+      code: 'echo kept > /root/kept.txt && cat /root/kept.txt',
+    });
+    assert.equal(written.stdout, 'kept\n');
+    await close(server, session.id);
+    await close(server, next.id);
   });
 
   it('reports a network greeting the guest cannot apply', async () => {
