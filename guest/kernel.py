@@ -137,20 +137,48 @@ class StandardStreams:
     """Copies of the pipes on fds 1 and 2. Code that closes sys.stdout, sys.stderr or the
     fds, or points the fds elsewhere, loses its output for that call only."""
 
+    STREAMS = ((1, "stdout", "strict"), (2, "stderr", "backslashreplace"))
+
     def __init__(self):
-        self.saved = {1: os.dup(1), 2: os.dup(2)}
+        self.pipes = {fd: os.fstat(fd) for fd, _, _ in self.STREAMS}
+        self.saved = {fd: os.dup(fd) for fd, _, _ in self.STREAMS}
+
+    def flush(self):
+        """Flushes what the call left buffered to wherever its streams point now."""
+        for _, name, _ in self.STREAMS:
+            try:
+                getattr(sys, name).flush()
+            except (AttributeError, OSError, ValueError):
+                pass
 
     def restore(self):
-        for fd, name, errors in ((1, "stdout", "strict"), (2, "stderr", "backslashreplace")):
-            try:
-                intact = os.path.sameopenfile(fd, self.saved[fd])
-            except OSError:
-                intact = False
-            if not intact:
+        """Puts the pipes back on fds 1 and 2 and reopens closed sys streams. Raises
+        OSError when no copy of a pipe is left, which only a new kernel can fix."""
+        for fd, name, errors in self.STREAMS:
+            if not self.is_pipe(self.saved[fd], fd):
+                # User code closed the copy, or reused its number: copy the fd if it is still
+                # open on the pipe.
+                if not self.is_pipe(fd, fd):
+                    raise OSError(f"the kernel's pipe for {name} was closed")
+                self.saved[fd] = os.dup(fd)
+            if not self.is_pipe(fd, fd):
                 os.dup2(self.saved[fd], fd)
-            stream = getattr(sys, name)
-            if stream is None or getattr(stream, "closed", False):
-                setattr(sys, name, open(fd, "w", encoding="utf-8", errors=errors, closefd=False))
+            reopened = None
+            for attribute in (name, f"__{name}__"):
+                stream = getattr(sys, attribute)
+                if stream is None or getattr(stream, "closed", False):
+                    if reopened is None:
+                        reopened = open(fd, "w", encoding="utf-8", errors=errors, closefd=False)
+                    setattr(sys, attribute, reopened)
+
+    def is_pipe(self, fd, stream_fd):
+        """Returns whether fd is open on the kernel's original pipe for stream_fd."""
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            return False
+        pipe = self.pipes[stream_fd]
+        return (info.st_dev, info.st_ino) == (pipe.st_dev, pipe.st_ino)
 
 
 def refresh(settings):
@@ -185,12 +213,11 @@ def main():
         except KeyboardInterrupt as error:
             # An interrupt that lands outside user code still ends the call as interrupted.
             reply = {"status": "error", "exit_code": 1, "error": describe(error, 0)}
+        streams.flush()
         try:
             streams.restore()
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
+        except OSError:
+            return  # the agent notices the exit and starts a new kernel
         write_reply(replies, reply)
 
 

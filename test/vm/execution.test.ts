@@ -367,6 +367,39 @@ describe('execution semantics', () => {
       assert.equal(after.stderr, 'err\n');
     });
 
+    it('flushes redirected output to its file', async () => {
+      const code = [
+        'import os',
+        'fd = os.open("/tmp/redirected.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC)',
+        'os.dup2(fd, 1)',
+        'print("to-file")',
+      ].join('\n');
+      const redirected = await run({ code });
+      assert.equal(redirected.stdout, '');
+      const file = await run({ code: 'print(open("/tmp/redirected.txt").read(), end="")' });
+      assert.equal(file.stdout, 'to-file\n');
+    });
+
+    it('survives code that closes the saved pipe copies', async () => {
+      const code = [
+        'import os',
+        'pipes = {(os.fstat(n).st_dev, os.fstat(n).st_ino) for n in (1, 2)}',
+        'for name in os.listdir("/proc/self/fd"):',
+        '    fd = int(name)',
+        '    try:',
+        '        info = os.fstat(fd)',
+        '    except OSError:',
+        '        continue',
+        '    if fd > 2 and (info.st_dev, info.st_ino) in pipes:',
+        '        os.close(fd)',
+      ].join('\n');
+      await run({ code });
+      const later = await run({ code: 'print("hi")' });
+      assert.equal(later.stdout, 'hi\n');
+      const again = await run({ code: 'print("again")' });
+      assert.equal(again.stdout, 'again\n');
+    });
+
     it('enforces a tiny Bash timeout', async () => {
       const startedAt = performance.now();
       const result = await run(bash('sleep 15; echo survived', { timeout_seconds: 0.01 }));
