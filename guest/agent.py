@@ -62,7 +62,14 @@ class Agent:
         if frame_type == protocol.PING:
             self.send(protocol.PONG, call_id, payload)
         elif frame_type == protocol.HELLO:
-            self.hello(call_id, json.loads(payload))
+            try:
+                self.hello(call_id, json.loads(payload))
+            except Exception as error:  # reported to the host, the agent keeps serving
+                self.send_json(
+                    protocol.ERROR,
+                    call_id,
+                    {"code": "agent_error", "message": f"greeting: {type(error).__name__}: {error}"},
+                )
         elif frame_type == protocol.EXEC:
             self.calls.put((call_id, json.loads(payload)))
         elif frame_type == protocol.FILE_WRITE_BEGIN:

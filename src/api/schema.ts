@@ -20,6 +20,8 @@ export const LIMITS = {
   // Generous for configuration, and far below what the agent channel carries in one frame.
   envEntries: { max: 1000 },
   envBytes: { max: 256 * 1024 },
+  // Linux refuses to start a program with a NAME=value string over 128 KiB; half leaves room.
+  envVariableBytes: { max: 64 * 1024 },
 } as const;
 
 // Lone UTF-16 surrogates cannot be encoded as UTF-8, so no process in the guest could take them.
@@ -35,6 +37,14 @@ const envValue = z
   .refine(wellFormed, WELL_FORMED_MESSAGE);
 export const Env = z
   .record(envName, envValue)
+  .refine(
+    (env) =>
+      Object.entries(env).every(
+        ([key, value]) =>
+          Buffer.byteLength(key) + Buffer.byteLength(value) <= LIMITS.envVariableBytes.max,
+      ),
+    `each env variable is limited to ${LIMITS.envVariableBytes.max} bytes of name and value`,
+  )
   .refine(
     (env) => Object.keys(env).length <= LIMITS.envEntries.max,
     `env is limited to ${LIMITS.envEntries.max} variables`,

@@ -101,6 +101,14 @@ describe('API request validation', () => {
       /1000 variables/,
     ],
     [
+      'env variable over 64 KiB',
+      '/v1/sessions',
+      { env: { BIG: 'x'.repeat(64 * 1024) } },
+      400,
+      'invalid_request',
+      /65536 bytes/,
+    ],
+    [
       'NUL in Bash code',
       '/v1/sessions/ses_x/execute',
       { code: 'echo a\u0000b', language: 'bash' },
