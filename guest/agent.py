@@ -82,6 +82,8 @@ class Agent:
             self.files.read(call_id, payload)
         elif frame_type == protocol.FILE_LIST:
             self.files.list(call_id, payload)
+        elif frame_type == protocol.FILE_CREDIT:
+            self.files.grant(call_id, payload)
         elif frame_type == protocol.CANCEL:
             # A cancel that arrives after its call ended, or before it started, does nothing.
             if self.current_call == call_id:

@@ -115,6 +115,10 @@ class FileService:
         # Call ids of downloads in progress, and of those the host has cancelled.
         self.reads = set()
         self.cancelled_reads = set()
+        # Chunks each download may still send before the host grants more. Downloads wait
+        # for credit on their own, so a slow reader never holds up the channel.
+        self.credits = {}
+        self.credit_changed = threading.Condition()
 
     def error(self, call_id, error):
         self.send_json(protocol.ERROR, call_id, {"code": error.code, "message": str(error)})
@@ -154,15 +158,41 @@ class FileService:
         self.reads.add(call_id)
         threading.Thread(target=self._read, args=(call_id, payload), daemon=True).start()
 
+    def grant(self, call_id, payload):
+        """Lets a download send more chunks, as the host's reader takes them."""
+        chunks = json.loads(payload).get("chunks")
+        if not isinstance(chunks, int) or chunks < 1:
+            return
+        with self.credit_changed:
+            if call_id in self.credits:
+                self.credits[call_id] += chunks
+                self.credit_changed.notify_all()
+
     def cancel(self, call_id):
         """Stops a download whose reader on the host has gone. Other call ids are ignored."""
         if call_id in self.reads:
             self.cancelled_reads.add(call_id)
+            with self.credit_changed:
+                self.credit_changed.notify_all()
+
+    def take_credit(self, call_id):
+        """Waits until the download may send a chunk. Returns False once it is cancelled."""
+        with self.credit_changed:
+            while self.credits[call_id] < 1 and call_id not in self.cancelled_reads:
+                self.credit_changed.wait()
+            if call_id in self.cancelled_reads:
+                return False
+            self.credits[call_id] -= 1
+            return True
 
     def _read(self, call_id, payload):
         path = None
         try:
-            path = check_path(json.loads(payload).get("path"))
+            request = json.loads(payload)
+            window = request.get("window_chunks")
+            with self.credit_changed:
+                self.credits[call_id] = window if isinstance(window, int) and window > 0 else 1
+            path = check_path(request.get("path"))
             info = os.stat(path)
             if stat.S_ISDIR(info.st_mode):
                 raise IsADirectoryError(21, "Is a directory")
@@ -173,7 +203,7 @@ class FileService:
                 self.send_json(protocol.FILE_META, call_id, {"size": info.st_size})
                 size = 0
                 while True:
-                    if call_id in self.cancelled_reads:
+                    if not self.take_credit(call_id):
                         return  # the host dropped this call, so its frames would be discarded
                     chunk = source.read(CHUNK_BYTES)
                     if not chunk:
@@ -188,6 +218,8 @@ class FileService:
         finally:
             self.reads.discard(call_id)
             self.cancelled_reads.discard(call_id)
+            with self.credit_changed:
+                self.credits.pop(call_id, None)
 
     def list(self, call_id, payload):
         path = None

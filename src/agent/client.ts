@@ -215,14 +215,6 @@ export class AgentClient implements FrameChannel {
     });
   }
 
-  pause(): void {
-    this.channel.pause();
-  }
-
-  resume(): void {
-    this.channel.resume();
-  }
-
   allocateCallId(): number {
     if (this.closedError) throw this.closedError;
     const callId = this.nextCallId;

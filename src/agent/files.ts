@@ -9,9 +9,11 @@ export interface FrameChannel {
   unregister(callId: number): void;
   /** Writes a frame and resolves once the channel can take more. */
   writeFrame(frame: Buffer): Promise<void>;
-  pause(): void;
-  resume(): void;
 }
+
+// Chunks (256 KiB each) a download may have in flight before its reader takes any: enough
+// to keep the channel busy, and at most 2 MiB buffered per download.
+const DOWNLOAD_WINDOW_CHUNKS = 8;
 
 export interface FileEntry {
   name: string;
@@ -102,31 +104,37 @@ export async function uploadFile(
 
 /**
  * Starts a download of the guest file at `path`. Resolves once the guest has opened it,
- * with its size and a stream of its bytes. The agent channel pauses while the stream's
- * reader is slower than the guest, so a large file is never held in memory.
+ * with its size and a stream of its bytes. The guest sends a chunk only against credit,
+ * which the stream grants as its reader takes chunks. A slow reader therefore delays only
+ * its own download, and a large file is never held in memory.
  */
 export async function downloadFile(
   channel: FrameChannel,
   path: string,
 ): Promise<{ size: number; stream: Readable }> {
   const callId = channel.allocateCallId();
-  let paused = false;
   let finished = false;
+  // Chunks received whose credit has not been returned to the guest yet.
+  let owed = 0;
+  const grant = () => {
+    if (finished || owed === 0) return;
+    const chunks = owed;
+    owed = 0;
+    channel
+      .writeFrame(encodeJsonFrame(FrameType.fileCredit, callId, { chunks }))
+      .catch(() => undefined);
+  };
   const stream = new Readable({
-    read() {
-      if (paused) {
-        paused = false;
-        channel.resume();
-      }
-    },
+    highWaterMark: 1 << 20,
+    read: grant,
     destroy(error, callback) {
       channel.unregister(callId);
       // A reader that leaves early, such as an HTTP client that disconnects, stops the
       // guest from reading and sending the rest of the file.
       if (!finished) {
+        finished = true;
         channel.writeFrame(encodeFrame(FrameType.cancel, callId)).catch(() => undefined);
       }
-      if (paused) channel.resume();
       callback(error);
     },
   });
@@ -143,10 +151,8 @@ export async function downloadFile(
             stream,
           });
         } else if (frame.type === FrameType.fileData) {
-          if (!stream.push(Buffer.from(frame.payload)) && !paused) {
-            paused = true;
-            channel.pause();
-          }
+          owed += 1;
+          if (stream.push(Buffer.from(frame.payload))) grant();
         } else if (frame.type === FrameType.fileDone) {
           finished = true;
           channel.unregister(callId);
@@ -161,7 +167,12 @@ export async function downloadFile(
       },
       (error) => (started ? stream.destroy(error) : reject(error)),
     );
-    void channel.writeFrame(encodeJsonFrame(FrameType.fileRead, callId, { path }));
+    void channel.writeFrame(
+      encodeJsonFrame(FrameType.fileRead, callId, {
+        path,
+        window_chunks: DOWNLOAD_WINDOW_CHUNKS,
+      }),
+    );
   });
 }
 

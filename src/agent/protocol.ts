@@ -29,6 +29,7 @@ export const FrameType = {
   fileList: 24,
   fileDone: 25,
   fileMeta: 26,
+  fileCredit: 27,
 } as const;
 
 export interface Frame {

@@ -42,6 +42,19 @@ function raw(
 
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
+/** Resolves like `work`, or rejects once `ms` pass without it settling. */
+async function within<T>(ms: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`not done within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 describe('files API', () => {
   let server: TestHearthd;
   let session: CreatedSession;
@@ -224,6 +237,34 @@ describe('files API', () => {
         'ls -l /proc/1/fd | grep -c endless.bin; rm /root/endless.bin',
     });
     assert.equal(check.stdout, '0\n');
+  });
+
+  it('keeps the session usable beside a stalled download', async () => {
+    await execute(server.target, session.id, {
+      language: 'bash',
+      code: 'truncate -s 1G /root/stalled.bin',
+    });
+    // A client that takes the headers and then reads nothing.
+    let stalled: ReturnType<typeof httpRequest> | undefined;
+    await new Promise<void>((resolve, reject) => {
+      stalled = httpRequest(
+        { socketPath, method: 'GET', path: filesUrl('/root/stalled.bin') },
+        (response) => {
+          response.pause();
+          resolve();
+        },
+      );
+      stalled.once('error', reject);
+      stalled.end();
+    });
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+
+    const result = await within(20_000, execute(server.target, session.id, { code: 'print(1)' }));
+    assert.equal(result.stdout, '1\n');
+    const other = await within(20_000, download('/etc/hostname'));
+    assert.equal(other.status, 200);
+    stalled!.destroy();
+    await execute(server.target, session.id, { language: 'bash', code: 'rm /root/stalled.bin' });
   });
 
   it('refuses to download a device that never ends', async () => {

@@ -54,7 +54,14 @@ export async function downloadFile(context: RouteContext): Promise<void> {
     'content-length': size,
     'content-disposition': `attachment; filename*=UTF-8''${encodeURIComponent(name)}`,
   });
-  await pipeline(stream, response);
+  try {
+    await pipeline(stream, response);
+  } catch (error) {
+    // A client that disconnects mid-download is ordinary traffic, not a server fault.
+    if ((error as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') throw error;
+    logger.info({ sessionId: params[0], path }, 'download ended early: the client left');
+    return;
+  }
   metrics.increment('hearth_file_bytes_total', { direction: 'download' }, size);
   logger.info({ sessionId: params[0], size }, 'file downloaded');
 }
