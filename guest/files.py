@@ -15,6 +15,8 @@ import threading
 import protocol
 
 CHUNK_BYTES = 256 * 1024
+# How much of a file that reports no size (as /proc files do) a download reads.
+MAX_UNSIZED_BYTES = 16 * 1024 * 1024
 # A listing larger than either limit is cut short, so that its answer fits in one frame.
 MAX_LIST_ENTRIES = 5000
 MAX_LIST_NAME_BYTES = 4 << 20
@@ -199,17 +201,19 @@ class FileService:
             if not stat.S_ISREG(info.st_mode):
                 # Devices and pipes may never end, so only regular files are sent.
                 raise FileError("not_a_file", f"{path} is not a regular file")
-            with open(path, "rb") as source:
-                self.send_json(protocol.FILE_META, call_id, {"size": info.st_size})
-                size = 0
-                while True:
-                    if not self.take_credit(call_id):
-                        return  # the host dropped this call, so its frames would be discarded
-                    chunk = source.read(CHUNK_BYTES)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    self.send(protocol.FILE_DATA, call_id, chunk)
+            if info.st_size == 0:
+                # Files in /proc and /sys report no size, so they are read whole first: the
+                # size sent is then the real one, and a read error comes before any data.
+                contents = read_unsized(path)
+                offsets = range(0, len(contents), CHUNK_BYTES)
+                chunks = (contents[offset : offset + CHUNK_BYTES] for offset in offsets)
+                size = self.send_chunks(call_id, len(contents), chunks)
+            else:
+                with open(path, "rb") as source:
+                    chunks = iter(lambda: source.read(CHUNK_BYTES), b"")
+                    size = self.send_chunks(call_id, info.st_size, chunks)
+            if size is None:
+                return  # the host dropped this call, so its frames would be discarded
             self.send_json(protocol.FILE_DONE, call_id, {"path": path, "size": size})
         except FileError as error:
             self.error(call_id, error)
@@ -220,6 +224,18 @@ class FileService:
             self.cancelled_reads.discard(call_id)
             with self.credit_changed:
                 self.credits.pop(call_id, None)
+
+    def send_chunks(self, call_id, size, chunks):
+        """Sends the file's size, then its chunks as credit allows. Returns the bytes sent,
+        or None when the host cancelled the download."""
+        self.send_json(protocol.FILE_META, call_id, {"size": size})
+        sent = 0
+        for chunk in chunks:
+            if not self.take_credit(call_id):
+                return None
+            sent += len(chunk)
+            self.send(protocol.FILE_DATA, call_id, chunk)
+        return sent
 
     def list(self, call_id, payload):
         path = None
@@ -245,6 +261,32 @@ class FileService:
             self.error(call_id, error)
         except OSError as error:
             self.error(call_id, os_error(error, path))
+
+
+def read_unsized(path):
+    """Reads a file that reports no size, up to MAX_UNSIZED_BYTES. The file is opened
+    non-blocking, so one that waits for data, such as /proc/kmsg, ends where it has none."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    parts = []
+    total = 0
+    try:
+        while True:
+            try:
+                part = os.read(fd, CHUNK_BYTES)
+            except BlockingIOError:
+                break
+            if not part:
+                break
+            total += len(part)
+            if total > MAX_UNSIZED_BYTES:
+                raise FileError(
+                    "file_too_large",
+                    f"{path} reports no size and has over {MAX_UNSIZED_BYTES} bytes",
+                )
+            parts.append(part)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
 
 
 def describe_entry(entry):

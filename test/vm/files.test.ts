@@ -267,6 +267,19 @@ describe('files API', () => {
     await execute(server.target, session.id, { language: 'bash', code: 'rm /root/stalled.bin' });
   });
 
+  it('downloads files that report no size', async () => {
+    const shown = await execute(server.target, session.id, {
+      language: 'bash',
+      code: 'cat /proc/version',
+    });
+    const version = await download('/proc/version');
+    assert.equal(version.status, 200);
+    assert.equal(version.body.toString(), shown.stdout);
+    // The kernel log waits for new messages once it is read, so its download must end anyway.
+    const log = await within(20_000, download('/proc/kmsg'));
+    assert.equal(log.status, 200);
+  });
+
   it('refuses to download a device that never ends', async () => {
     const got = await download('/dev/zero');
     assert.equal(got.status, 400);
