@@ -184,7 +184,14 @@ class StandardStreams:
 def refresh(settings):
     """Takes on a new session's env and reseeds the random module, for a kernel that was
     started before its session existed (warm pool, snapshot)."""
-    os.environ.update(settings.get("env") or {})
+    env = settings.get("env") or {}
+    os.environ.update(env)
+    if "HOME" in env:
+        # A booted kernel starts in the session's HOME, so a claimed one moves there.
+        try:
+            os.chdir(env["HOME"])
+        except OSError:
+            pass
     if "random" in sys.modules:
         sys.modules["random"].seed()
 

@@ -393,9 +393,12 @@ class BashRunner:
         self.lingering = []
 
     def apply_session_env(self, env):
-        """Adds a claiming session's env to the exports that the next call starts with."""
+        """Adds a claiming session's env to the exports that the next call starts with. A
+        session's HOME is also where its first call starts, as on a booted VM."""
         if self.exports is not None:
             self.exports.update(env)
+            if "HOME" in env:
+                self.cwd = env["HOME"]
 
     def run(self, request, emit):
         check_cwd(request)

@@ -286,6 +286,21 @@ describe('warm pool', () => {
     await close(server, session.id);
   });
 
+  it('starts a pool session in its HOME', async () => {
+    for (let attempt = 0; attempt < 300 && server.hearthd.pool!.idleCount < 1; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    const session = await start(server, { env: { HOME: '/tmp' } });
+    assert.equal(session.start_path, 'pool');
+    const shell = await execute(server.target, session.id, { language: 'bash', code: 'pwd' });
+    assert.equal(shell.stdout, '/tmp\n');
+    const python = await execute(server.target, session.id, {
+      code: 'import os\nprint(os.getcwd())',
+    });
+    assert.equal(python.stdout, '/tmp\n');
+    await close(server, session.id);
+  });
+
   it('resets random state and cell numbers', async () => {
     for (let attempt = 0; attempt < 300 && server.hearthd.pool!.idleCount < 2; attempt++) {
       await new Promise((resolve) => setTimeout(resolve, 200));
