@@ -67,9 +67,18 @@ export async function uploadCommand(
     'content-type': 'application/octet-stream',
     'content-length': size,
   });
-  await pipeline(createReadStream(localPath), request);
+  // hearthd may reject an upload before it has read the whole body, and then closes the
+  // connection, so the send fails too. Its error response says why, so it takes precedence.
+  const sent = pipeline(createReadStream(localPath), request).then(
+    () => null,
+    (error: Error) => error,
+  );
   const answer = await response;
   await failIfError(answer);
+  const sendError = await sent;
+  if (sendError) {
+    throw new HearthError('upload_failed', `The upload stopped: ${sendError.message}.`);
+  }
   const chunks: Buffer[] = [];
   for await (const chunk of answer) chunks.push(chunk as Buffer);
   return (JSON.parse(Buffer.concat(chunks).toString()) as { size: number }).size;

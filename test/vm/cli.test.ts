@@ -1,7 +1,7 @@
 // The main job through the CLI, one process per command, as a user runs it.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { copyFile, mkdtemp, readdir, rm, symlink } from 'node:fs/promises';
+import { copyFile, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -112,6 +112,15 @@ describe('hearth CLI', () => {
     const run = await hearth('execute', '--language', 'ruby', '--code', '1');
     assert.equal(run.code, 2);
     assert.match(run.stderr, /error \[invalid_arguments\]/);
+  });
+
+  it('reports a rejected large upload by its code', async () => {
+    const local = join(home, 'large.bin');
+    await writeFile(local, Buffer.alloc(3 * 1024 * 1024, 7));
+    const run = await hearth('upload', local, 'root/relative.bin');
+    assert.equal(run.code, 1);
+    assert.match(run.stderr, /error \[invalid_path\]/);
+    assert.doesNotMatch(run.stderr, /EPIPE|PREMATURE_CLOSE|\n\s+at /);
   });
 
   it('leaves nothing behind after session close', async () => {
