@@ -241,6 +241,8 @@ class FileService:
         path = None
         try:
             path = check_path(json.loads(payload).get("path"))
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise FileError("not_a_directory", f"{path} is not a directory")
             entries = []
             truncated = False
             name_bytes = 0

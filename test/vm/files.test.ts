@@ -300,4 +300,12 @@ describe('files API', () => {
       (error: HearthError) => error.code === 'file_not_found',
     );
   });
+
+  it('lists a file path as not_a_directory', async () => {
+    await assert.rejects(
+      callApi(server.target, 'GET', `/v1/sessions/${session.id}/files/list?path=/etc/hostname`),
+      (error: HearthError) =>
+        error.code === 'not_a_directory' && error.message === '/etc/hostname is not a directory',
+    );
+  });
 });
