@@ -68,7 +68,7 @@ export async function uploadCommand(
     'content-length': size,
   });
   // hearthd may reject an upload before it has read the whole body, and then closes the
-  // connection, so the send fails too. Its error response says why, so it takes precedence.
+  // connection, so the send fails too. Its error response gives the reason, so it comes first.
   const sent = pipeline(createReadStream(localPath), request).then(
     () => null,
     (error: Error) => error,

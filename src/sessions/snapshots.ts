@@ -336,12 +336,6 @@ function processRuns(pid: number): boolean {
 
 /** Returns whether the process in a pid file still runs, other than this one. */
 async function isRunning(pidPath: string): Promise<boolean> {
-  try {
-    const pid = Number.parseInt(await readFile(pidPath, 'utf8'), 10);
-    if (!Number.isInteger(pid) || pid === process.pid) return false;
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+  const pid = Number.parseInt(await readFile(pidPath, 'utf8').catch(() => ''), 10);
+  return Number.isInteger(pid) && pid !== process.pid && processRuns(pid);
 }

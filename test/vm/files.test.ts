@@ -268,13 +268,13 @@ describe('files API', () => {
   });
 
   it('downloads files that report no size', async () => {
-    const shown = await execute(server.target, session.id, {
+    const catOutput = await execute(server.target, session.id, {
       language: 'bash',
       code: 'cat /proc/version',
     });
     const version = await download('/proc/version');
     assert.equal(version.status, 200);
-    assert.equal(version.body.toString(), shown.stdout);
+    assert.equal(version.body.toString(), catOutput.stdout);
     // The kernel log waits for new messages once it is read, so its download must end anyway.
     const log = await within(20_000, download('/proc/kmsg'));
     assert.equal(log.status, 200);
